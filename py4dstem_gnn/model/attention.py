@@ -1,0 +1,86 @@
+"""Multi-head self-attention with key padding, an additive per-head bias and optional weights."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MultiHeadAttention", "key_padding_bias"]
+
+
+def key_padding_bias(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask ``(B, 1, 1, N)``: 0 for real keys, a large negative number for padding.
+
+    A finite value (rather than −inf) keeps rows without any real key finite; real keys then
+    receive exactly the same weights as without padding, because ``exp`` of the fill underflows
+    to 0.
+    """
+    fill = torch.finfo(dtype).min / 4
+    bias = torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device)
+    return bias.masked_fill(~key_mask, fill)[:, None, None, :]
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product self-attention over a padded set of tokens.
+
+    Parameters
+    ----------
+    dim : int
+        Token width.
+    n_heads : int
+        Number of heads; ``dim`` must be divisible by it.
+    dropout : float
+        Dropout on the attention weights (training only).
+    """
+
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = dim // n_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(B, N, dim)`` tokens.
+        key_mask : torch.Tensor
+            ``(B, N)`` bool, True for real tokens (padded keys are ignored).
+        bias : torch.Tensor, optional
+            ``(B, H, N, N)`` additive attention bias (structural encodings).
+        need_weights : bool
+            Also return the head-averaged attention probabilities ``(B, N, N)`` (before dropout).
+
+        Returns
+        -------
+        out : torch.Tensor
+            ``(B, N, dim)``.
+        weights : torch.Tensor or None
+            ``(B, N, N)`` row-stochastic over real keys, when ``need_weights``.
+        """
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        mask_bias = key_padding_bias(key_mask, q.dtype)
+        full_bias = mask_bias if bias is None else bias.to(q.dtype) + mask_bias
+        p_drop = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5 + full_bias
+            probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+            out = F.dropout(probs, p_drop, self.training) @ v
+            weights = probs.float().mean(dim=1)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=full_bias.expand(b, self.n_heads, n, n), dropout_p=p_drop)
+            weights = None
+        out = out.transpose(1, 2).reshape(b, n, d)
+        return self.proj(out), weights

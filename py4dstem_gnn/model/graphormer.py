@@ -1,0 +1,40 @@
+"""Graphormer encoder layer: structurally biased attention and an MoE feed-forward (Eqs. 14–15)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import MultiHeadAttention
+from .moe import MixtureOfExperts
+
+__all__ = ["GraphormerLayer"]
+
+
+class GraphormerLayer(nn.Module):
+    """Pre-norm ``h = x + MHA(LN x; bias)``, ``out = h + MoE(LN h)``.
+
+    Parameters
+    ----------
+    dim, n_heads, ffn_dim, n_experts, top_k : int
+        Layer sizes.
+    shared_expert : bool
+        Shared expert in the MoE feed-forward.
+    dropout : float
+        Residual and attention dropout.
+    """
+
+    def __init__(self, dim: int, n_heads: int, ffn_dim: int, n_experts: int, top_k: int, shared_expert: bool, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.moe = MixtureOfExperts(dim, ffn_dim, n_experts, top_k, shared_expert)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` ``(B, T, dim)``, ``key_mask`` ``(B, T)``, ``bias`` ``(B, H, T, T)`` → ``(x, aux)``."""
+        h, _ = self.attn(self.norm1(x), key_mask, bias)
+        x = x + self.drop(h)
+        m, aux = self.moe(self.norm2(x), key_mask)
+        return x + self.drop(m), aux
