@@ -1,0 +1,476 @@
+"""Batched inference on diffraction pointlists: devices, batching, consistent labels.
+
+This module turns pointlists (``(n, 3)`` arrays of ``qx, qy`` in 1/A with the direct
+beam near ``q = 0``, and intensity) into crystal-system and space-group predictions
+with a :class:`~py4dstem_gnn.model.PEAGGMoE` model.
+
+Decisions documented here (and relied on by :mod:`py4dstem_gnn.py4dstem`):
+
+* **Consistent labels.** ``crystal_system`` is the argmax of the crystal-system
+  head's probabilities; ``space_group`` is the most probable space group *within*
+  that crystal system (using :data:`py4dstem_gnn.labels.SG_TO_CS`), so the two
+  never disagree.
+* **Confidence** is the margin between the two largest crystal-system
+  probabilities, ``p(1st) - p(2nd)``, in ``[0, 1]``. ``0`` means a tie between two
+  systems, ``1`` a certain prediction.
+* **Batching.** Patterns are sorted by their number of diffracted spots and cut
+  into batches of similar length, so that little padding is computed. Without an
+  explicit ``batch_size`` the batches are bounded by a token budget (patterns ×
+  padded spots) chosen for the device, so the memory of one batch stays bounded
+  whatever the scan size. On CUDA an out-of-memory error halves the batch and
+  retries.
+* **Combining views** (:func:`aggregate_views`) averages the log-probabilities of
+  the patterns of one group (a normalised geometric mean of the probabilities),
+  which is the product rule for independent views of one material.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
+
+__all__ = [
+    "Prediction",
+    "predict_pointlists",
+    "aggregate_views",
+    "resolve_device",
+    "consistent_labels",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Token budget (patterns × padded spots per batch) on the CPU. Measured on the
+#: 2-core development machine: throughput is flat from ~8k tokens upwards.
+CPU_TOKEN_BUDGET: int = 16384
+#: Token budget on CUDA when the free memory cannot be queried.
+CUDA_TOKEN_BUDGET: int = 1 << 20
+#: Largest number of patterns in one automatic batch.
+MAX_AUTO_BATCH: int = 8192
+
+
+@dataclass
+class Prediction:
+    """Predictions for ``n`` diffraction patterns (or ``n`` groups of patterns).
+
+    Attributes
+    ----------
+    crystal_system : numpy.ndarray of int64, shape (n,)
+        Crystal-system code 0..6 (triclinic .. cubic), the argmax of
+        ``crystal_system_probs``.
+    space_group : numpy.ndarray of int64, shape (n,)
+        International Tables number 1..230: the most probable space group that
+        belongs to ``crystal_system``.
+    confidence : numpy.ndarray of float32, shape (n,)
+        Margin between the two largest crystal-system probabilities, in [0, 1].
+    crystal_system_probs : numpy.ndarray of float32, shape (n, 7)
+        Crystal-system probabilities (softmax of the model's crystal-system head).
+    space_group_probs : numpy.ndarray of float32, shape (n, 230)
+        Space-group probabilities; column ``j`` is space group ``j + 1``.
+    n_spots : numpy.ndarray of int64, shape (n,)
+        Number of diffracted spots (direct beam excluded) seen by the model (for
+        :func:`aggregate_views`: the total over the group).
+    """
+
+    crystal_system: np.ndarray
+    space_group: np.ndarray
+    confidence: np.ndarray
+    crystal_system_probs: np.ndarray
+    space_group_probs: np.ndarray
+    n_spots: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return int(self.crystal_system.shape[0])
+
+    @classmethod
+    def from_probs(
+        cls,
+        crystal_system_probs: np.ndarray,
+        space_group_probs: np.ndarray,
+        n_spots: np.ndarray,
+    ) -> "Prediction":
+        """Build a prediction from probabilities, deriving labels and confidence.
+
+        Parameters
+        ----------
+        crystal_system_probs : numpy.ndarray, shape (n, 7)
+        space_group_probs : numpy.ndarray, shape (n, 230)
+        n_spots : numpy.ndarray, shape (n,)
+
+        Returns
+        -------
+        Prediction
+        """
+        cs_p = np.asarray(crystal_system_probs, dtype=np.float32).reshape(-1, N_CRYSTAL_SYSTEMS)
+        sg_p = np.asarray(space_group_probs, dtype=np.float32).reshape(-1, N_SPACE_GROUPS)
+        cs, sg, conf = consistent_labels(cs_p, sg_p)
+        return cls(
+            crystal_system=cs,
+            space_group=sg,
+            confidence=conf,
+            crystal_system_probs=cs_p,
+            space_group_probs=sg_p,
+            n_spots=np.asarray(n_spots, dtype=np.int64).reshape(-1),
+        )
+
+
+def consistent_labels(
+    crystal_system_probs: np.ndarray, space_group_probs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crystal system, space group within it, and margin confidence.
+
+    Parameters
+    ----------
+    crystal_system_probs : numpy.ndarray, shape (n, 7)
+    space_group_probs : numpy.ndarray, shape (n, 230)
+
+    Returns
+    -------
+    crystal_system : numpy.ndarray of int64, shape (n,)
+        Argmax of the crystal-system probabilities.
+    space_group : numpy.ndarray of int64, shape (n,)
+        1-based number of the most probable space group of that crystal system.
+    confidence : numpy.ndarray of float32, shape (n,)
+        Largest minus second-largest crystal-system probability.
+    """
+    cs_p = np.asarray(crystal_system_probs)
+    sg_p = np.asarray(space_group_probs)
+    n = cs_p.shape[0]
+    if n == 0:
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    cs = np.argmax(cs_p, axis=1).astype(np.int64)
+    allowed = SG_TO_CS[None, :] == cs[:, None]  # (n, 230)
+    sg = np.argmax(np.where(allowed, sg_p, -np.inf), axis=1).astype(np.int64) + 1
+    top2 = np.partition(cs_p, N_CRYSTAL_SYSTEMS - 2, axis=1)[:, -2:]
+    conf = (top2[:, 1] - top2[:, 0]).astype(np.float32)
+    return cs, sg, conf
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"`` / a name / a device into a :class:`torch.device`.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"`` picks ``"cuda"`` when available, else ``"cpu"``.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        If CUDA is requested but not available.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif device is None or str(device) == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(str(device))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
+    return dev
+
+
+def _load(model: Any, device: torch.device) -> torch.nn.Module:
+    """Load ``model`` (name, path or module) onto ``device`` in eval mode."""
+    if isinstance(model, torch.nn.Module):
+        # a loaded model: used as is (moved to the device, switched to eval mode)
+        net = model.to(device)
+    else:
+        from .weights import load_model  # local import: weights imports the model package
+
+        net = load_model(model, device=str(device))
+    net.eval()
+    return net
+
+
+# --------------------------------------------------------------------------------------
+# ragged spot lists
+# --------------------------------------------------------------------------------------
+
+
+def _max_spots(net: torch.nn.Module) -> int:
+    cfg = getattr(net, "config", None)
+    return int(getattr(cfg, "max_spots", 64))
+
+
+def _token_budget(device: torch.device, net: torch.nn.Module, max_spots: int) -> int:
+    """Tokens (patterns × padded spots) per batch for an automatic batch size."""
+    if device.type != "cuda":
+        return CPU_TOKEN_BUDGET
+    try:
+        free, _total = torch.cuda.mem_get_info(device)
+    except Exception:  # pragma: no cover - depends on the driver
+        return CUDA_TOKEN_BUDGET
+    # A generous per-token estimate: activations of all layers kept at once
+    # (inference mode frees them, so this overestimates) plus attention scores.
+    cfg = getattr(net, "config", None)
+    width = int(getattr(cfg, "d_model", getattr(cfg, "hidden_dim", 256)) or 256)
+    heads = int(getattr(cfg, "n_heads", getattr(cfg, "num_heads", 8)) or 8)
+    per_token = 4 * (16 * width + 4 * heads * max_spots)
+    budget = int(0.4 * free / max(per_token, 1))
+    return int(min(max(budget, 4 * max_spots), 1 << 24))
+
+
+def _plan_batches(
+    lengths: np.ndarray, batch_size: int | None, token_budget: int
+) -> list[np.ndarray]:
+    """Cut patterns sorted by length into batches; returns index arrays (original order)."""
+    order = np.argsort(lengths, kind="stable")
+    n = order.size
+    batches: list[np.ndarray] = []
+    if n == 0:
+        return batches
+    if batch_size is not None:
+        bs = max(int(batch_size), 1)
+        return [order[i : i + bs] for i in range(0, n, bs)]
+    sorted_len = np.maximum(lengths[order], 1)
+    start = 0
+    while start < n:
+        # patterns sorted ascending: the last one of a batch sets its padded length
+        # grow the batch while (count * padded length) stays within the budget
+        lo, hi = start + 1, min(n, start + MAX_AUTO_BATCH)
+        # binary search the largest end with (end - start) * sorted_len[end - 1] <= budget
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if (mid - start) * int(sorted_len[mid - 1]) <= token_budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        end = max(lo, start + 1)
+        batches.append(order[start:end])
+        start = end
+    return batches
+
+
+def _is_oom(err: BaseException) -> bool:
+    oom_types = tuple(
+        t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if t
+    )
+    if oom_types and isinstance(err, oom_types):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def _run_batch(
+    net: torch.nn.Module,
+    spot_lists: Sequence[np.ndarray],
+    max_spots: int,
+    device: torch.device,
+    autocast: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model forward on one batch of diffracted-spot lists; returns (cs_probs, sg_probs)."""
+    from .features import collate
+
+    spots, mask = collate(spot_lists, max_spots)
+    spots = spots.to(device, non_blocking=True)
+    mask = mask.to(device, non_blocking=True)
+    if autocast:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            out = net(spots, mask)
+    else:
+        out = net(spots, mask)
+    cs_p = torch.softmax(out.cs_logits.float(), dim=-1)
+    sg_p = torch.softmax(out.sg_logits.float(), dim=-1)
+    return cs_p.cpu().numpy(), sg_p.cpu().numpy()
+
+
+def _predict_spot_lists(
+    spot_lists: Sequence[np.ndarray],
+    net: torch.nn.Module,
+    device: torch.device,
+    batch_size: int | None = None,
+    progress: bool = False,
+    autocast: bool = False,
+    timings: dict[str, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities for lists of DIFFRACTED spots (direct beam already removed).
+
+    Parameters
+    ----------
+    spot_lists : sequence of numpy.ndarray, each (m_i, 3)
+    net : torch.nn.Module
+        A loaded model in eval mode on ``device``.
+    device : torch.device
+    batch_size : int, optional
+        Fixed number of patterns per batch; ``None`` bounds each batch by a token
+        budget for the device.
+    progress : bool
+        Show a tqdm bar over the patterns.
+    autocast : bool
+        Run the forward pass under bf16 autocast.
+    timings : dict, optional
+        If given, ``"model"`` (seconds in collate + forward) is accumulated into it.
+
+    Returns
+    -------
+    crystal_system_probs : numpy.ndarray, (n, 7) float32
+    space_group_probs : numpy.ndarray, (n, 230) float32
+    """
+    n = len(spot_lists)
+    cs_out = np.zeros((n, N_CRYSTAL_SYSTEMS), np.float32)
+    sg_out = np.zeros((n, N_SPACE_GROUPS), np.float32)
+    if n == 0:
+        return cs_out, sg_out
+    max_spots = _max_spots(net)
+    lengths = np.minimum(np.fromiter((len(s) for s in spot_lists), np.int64, n), max_spots)
+    budget = _token_budget(device, net, max_spots)
+    batches = _plan_batches(lengths, batch_size, budget)
+    logger.debug("%d patterns in %d batches (token budget %d)", n, len(batches), budget)
+    t0 = time.perf_counter()
+    queue: list[np.ndarray] = list(reversed(batches))
+    with torch.inference_mode(), tqdm(
+        total=n, disable=not progress, desc="classifying", unit="pattern", leave=False
+    ) as bar:
+        while queue:
+            idx = queue.pop()
+            try:
+                cs_p, sg_p = _run_batch(net, [spot_lists[i] for i in idx], max_spots, device, autocast)
+            except Exception as err:  # noqa: BLE001 - re-raised unless a CUDA OOM
+                if device.type != "cuda" or not _is_oom(err) or idx.size <= 1:
+                    raise
+                torch.cuda.empty_cache()
+                half = idx.size // 2
+                logger.warning(
+                    "CUDA out of memory on a batch of %d patterns; retrying as two batches of %d and %d",
+                    idx.size,
+                    half,
+                    idx.size - half,
+                )
+                queue.append(idx[half:])
+                queue.append(idx[:half])
+                continue
+            cs_out[idx] = cs_p
+            sg_out[idx] = sg_p
+            bar.update(idx.size)
+    if timings is not None:
+        timings["model"] = timings.get("model", 0.0) + time.perf_counter() - t0
+    return cs_out, sg_out
+
+
+def predict_pointlists(
+    pointlists: Sequence[np.ndarray],
+    model: Any = "default",
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    progress: bool = False,
+    *,
+    direct_beam_tolerance: float = 0.05,
+    autocast: bool = False,
+) -> Prediction:
+    """Classify diffraction pointlists into crystal system and space group.
+
+    Parameters
+    ----------
+    pointlists : sequence of array_like, each (n_i, 3)
+        ``qx, qy`` in 1/A with the origin at the direct beam, and intensity
+        (arbitrary units), as a calibrated py4DSTEM BraggVectors holds them. The
+        direct beam (the spot nearest ``q = 0`` if within
+        ``direct_beam_tolerance``) is removed before classification.
+    model : str, path or PEAGGMoE
+        ``"default"`` for the shipped weights, a path to saved weights, or a
+        loaded model.
+    device : str or torch.device
+        ``"auto"`` uses CUDA when available, else the CPU.
+    batch_size : int, optional
+        Patterns per batch. ``None`` chooses batches automatically, bounded in
+        memory (patterns × padded spots per batch stays under a device budget).
+    progress : bool
+        Show a tqdm progress bar.
+    direct_beam_tolerance : float
+        Largest distance (1/A) from ``q = 0`` at which a spot counts as the
+        direct beam.
+    autocast : bool
+        Run the model under bfloat16 autocast (off by default: it was not faster
+        on the CPU, see ``benchmarks/results/inference.md``).
+
+    Returns
+    -------
+    Prediction
+        Labels, confidence (margin of the two largest crystal-system
+        probabilities), probabilities and the number of diffracted spots.
+
+    Examples
+    --------
+    >>> pred = predict_pointlists([pattern_a, pattern_b])  # doctest: +SKIP
+    >>> pred.crystal_system, pred.space_group  # doctest: +SKIP
+    """
+    from .features import split_direct_beam
+
+    dev = resolve_device(device)
+    net = _load(model, dev)
+    spot_lists: list[np.ndarray] = []
+    for i, pl in enumerate(pointlists):
+        arr = np.asarray(pl, dtype=np.float32)
+        if arr.ndim != 2 or (arr.size and arr.shape[1] != 3):
+            if arr.size == 0:
+                arr = arr.reshape(0, 3)
+            else:
+                raise ValueError(f"pointlist {i} must have shape (n, 3) (qx, qy, I); got {arr.shape}")
+        spots, _removed = split_direct_beam(arr.reshape(-1, 3), tolerance=direct_beam_tolerance)
+        spot_lists.append(np.asarray(spots, dtype=np.float32).reshape(-1, 3))
+    cs_p, sg_p = _predict_spot_lists(spot_lists, net, dev, batch_size, progress, autocast)
+    n_spots = np.fromiter((len(s) for s in spot_lists), np.int64, len(spot_lists))
+    return Prediction.from_probs(cs_p, sg_p, n_spots)
+
+
+def aggregate_views(pred: Prediction, groups: Sequence[Any] | np.ndarray) -> Prediction:
+    """Combine several patterns of one material into one prediction per group.
+
+    The probabilities of the patterns of a group are combined by averaging their
+    log-probabilities and renormalising (a normalised geometric mean, i.e. the
+    product rule for independent views). Crystal-system and space-group heads are
+    combined separately; labels and confidence are then derived as for single
+    patterns, so they stay consistent.
+
+    Parameters
+    ----------
+    pred : Prediction
+        Per-pattern predictions, ``n`` rows.
+    groups : array_like, shape (n,)
+        Group key of every pattern (any sortable values, e.g. material ids).
+
+    Returns
+    -------
+    Prediction
+        One row per distinct group, in sorted group order (``numpy.unique``
+        order); ``n_spots`` is the total over the group. The group keys are in
+        ``result.meta["groups"]``.
+    """
+    keys = np.asarray(groups)
+    if keys.ndim != 1 or keys.shape[0] != len(pred):
+        raise ValueError(f"groups must have shape ({len(pred)},); got {keys.shape}")
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    counts = np.bincount(inverse, minlength=uniq.size).astype(np.float64)
+    tiny = np.finfo(np.float32).tiny
+
+    def combine(p: np.ndarray) -> np.ndarray:
+        logp = np.log(np.maximum(p.astype(np.float64), tiny))
+        acc = np.zeros((uniq.size, p.shape[1]), np.float64)
+        np.add.at(acc, inverse, logp)
+        acc /= counts[:, None]
+        acc -= acc.max(axis=1, keepdims=True)
+        out = np.exp(acc)
+        return out / out.sum(axis=1, keepdims=True)
+
+    n_spots = np.bincount(inverse, weights=pred.n_spots, minlength=uniq.size).astype(np.int64)
+    agg = Prediction.from_probs(combine(pred.crystal_system_probs), combine(pred.space_group_probs), n_spots)
+    agg.meta["groups"] = uniq
+    return agg
+
+
+def iter_chunks(n: int, size: int) -> Iterator[slice]:
+    """Slices ``[0:size], [size:2 size], ...`` covering ``range(n)``."""
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
