@@ -50,10 +50,10 @@ def sparsify_attention(attention_product: torch.Tensor, mask: torch.Tensor, k: i
 class RelationalAttentionBlock(nn.Module):
     """Pre-norm ``x + MHA(LN x)`` then ``x + MoE(LN x)``; returns the attention weights too."""
 
-    def __init__(self, dim: int, n_heads: int, ffn_dim: int, n_experts: int, top_k: int, shared_expert: bool, dropout: float) -> None:
+    def __init__(self, dim: int, n_heads: int, ffn_dim: int, n_experts: int, top_k: int, shared_expert: bool, dropout: float, attention_dropout: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, n_heads, dropout)
+        self.attn = MultiHeadAttention(dim, n_heads, attention_dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.moe = MixtureOfExperts(dim, ffn_dim, n_experts, top_k, shared_expert)
         self.drop = nn.Dropout(dropout)
@@ -75,15 +75,17 @@ class RelationalAttentionAggregator(nn.Module):
     shared_expert : bool
         Shared expert in the MoE blocks.
     dropout : float
-        Residual and attention dropout.
+        Residual dropout.
+    attention_dropout : float
+        Dropout on the attention weights.
     graph_top_k : int
         Partners kept per spot in the graph (:func:`sparsify_attention`).
     """
 
-    def __init__(self, dim: int, n_heads: int, ffn_dim: int, n_experts: int, top_k: int, shared_expert: bool, dropout: float, graph_top_k: int) -> None:
+    def __init__(self, dim: int, n_heads: int, ffn_dim: int, n_experts: int, top_k: int, shared_expert: bool, dropout: float, graph_top_k: int, attention_dropout: float = 0.0) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            RelationalAttentionBlock(dim, n_heads, ffn_dim, n_experts, top_k, shared_expert, dropout) for _ in range(2)
+            RelationalAttentionBlock(dim, n_heads, ffn_dim, n_experts, top_k, shared_expert, dropout, attention_dropout) for _ in range(2)
         )
         self.graph_top_k = graph_top_k
 

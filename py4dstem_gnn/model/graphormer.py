@@ -21,13 +21,15 @@ class GraphormerLayer(nn.Module):
     shared_expert : bool
         Shared expert in the MoE feed-forward.
     dropout : float
-        Residual and attention dropout.
+        Residual dropout.
+    attention_dropout : float
+        Dropout on the attention weights.
     """
 
-    def __init__(self, dim: int, n_heads: int, ffn_dim: int, n_experts: int, top_k: int, shared_expert: bool, dropout: float) -> None:
+    def __init__(self, dim: int, n_heads: int, ffn_dim: int, n_experts: int, top_k: int, shared_expert: bool, dropout: float, attention_dropout: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, n_heads, dropout)
+        self.attn = MultiHeadAttention(dim, n_heads, attention_dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.moe = MixtureOfExperts(dim, ffn_dim, n_experts, top_k, shared_expert)
         self.drop = nn.Dropout(dropout)
