@@ -1,0 +1,130 @@
+"""Tests of py4dstem_gnn.metrics on hand-made confusion matrices and examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from py4dstem_gnn import metrics as M
+from py4dstem_gnn.labels import SG_TO_CS
+
+
+def test_confusion_matrix_and_prf_hand_made():
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 1, 1, 2, 2])
+    cm = M.confusion_matrix(y_true, y_pred, 4)
+    expected = np.array([[2, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(cm, expected)
+    r = M.precision_recall_f1(cm)
+    np.testing.assert_allclose(r["precision"], [1.0, 0.5, 0.5, 0.0])
+    np.testing.assert_allclose(r["recall"][:3], [2 / 3, 0.5, 1.0])
+    assert np.isnan(r["recall"][3]) and np.isnan(r["f1"][3])
+    f1 = [0.8, 0.5, 2 / 3]
+    np.testing.assert_allclose(r["f1"][:3], f1)
+    np.testing.assert_array_equal(r["support"], [3, 2, 1, 0])
+    assert r["macro_f1"] == pytest.approx(np.mean(f1))
+    assert r["weighted_f1"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 2 / 3) / 6)
+    assert r["accuracy"] == pytest.approx(4 / 6) == M.accuracy(y_true, y_pred)
+
+
+def test_confusion_matrix_rejects_out_of_range():
+    with pytest.raises(ValueError):
+        M.confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3)
+
+
+def test_grouped_accuracy_space_group_by_crystal_system():
+    sg_true = np.array([1, 2, 225, 225, 194])
+    sg_pred = np.array([1, 1, 225, 221, 194])
+    acc, count = M.grouped_accuracy(sg_true, sg_pred, SG_TO_CS[sg_true - 1], 7)
+    np.testing.assert_array_equal(count, [2, 0, 0, 0, 0, 1, 2])
+    np.testing.assert_allclose(acc[[0, 5, 6]], [0.5, 1.0, 0.5])
+    assert np.isnan(acc[1])
+
+
+def test_ece_hand_made():
+    conf = np.array([0.95, 0.95, 0.55, 0.55, 0.55, 0.55])
+    correct = np.array([1, 1, 1, 0, 0, 0], bool)
+    # bins of width 0.1: (0.9,1] has acc 1, conf .95; (0.5,0.6] acc .25, conf .55
+    expected = (2 * 0.05 + 4 * 0.30) / 6
+    assert M.expected_calibration_error(conf, correct, n_bins=10) == pytest.approx(expected)
+    b = M.reliability_bins(conf, correct, n_bins=10)
+    assert b["count"].sum() == 6 and b["count"][9] == 2 and b["count"][5] == 4
+    # perfectly calibrated
+    assert M.expected_calibration_error(np.ones(4), np.ones(4, bool)) == pytest.approx(0.0)
+
+
+def test_temperature_scaling_recovers_temperature():
+    rng = np.random.default_rng(0)
+    n, c = 4000, 5
+    logits = rng.normal(scale=3.0, size=(n, c))
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    y = np.array([rng.choice(c, p=row) for row in p])
+    # the model reports over-confident logits (x 2.5): the fit should find T close to 2.5
+    t = M.fit_temperature(2.5 * logits, y)
+    assert t == pytest.approx(2.5, rel=0.1)
+    q = M.apply_temperature(2.5 * logits, t)
+    np.testing.assert_allclose(q.sum(1), 1.0)
+    assert M.negative_log_likelihood(2.5 * logits, y, t) < M.negative_log_likelihood(2.5 * logits, y, 1.0)
+
+
+def test_draw_views_k_per_group_seeded():
+    groups = np.array([5, 5, 5, 7, 7, 9, 9, 9, 9, 9])
+    idx = M.draw_views(groups, 2, np.random.default_rng(0))
+    np.testing.assert_array_equal(np.bincount(groups[idx], minlength=10)[[5, 7, 9]], [2, 2, 2])
+    idx_again = M.draw_views(groups, 2, np.random.default_rng(0))
+    np.testing.assert_array_equal(idx, idx_again)
+    # fewer views than k: all kept
+    np.testing.assert_array_equal(M.draw_views(groups, 10, np.random.default_rng(1)), np.arange(10))
+
+
+def test_aggregate_probs_hand_made():
+    probs = np.array([[0.6, 0.4], [0.2, 0.8], [0.9, 0.1]])
+    groups = np.array(["b", "b", "a"])
+    keys, mean = M.aggregate_probs(probs, groups, "mean")
+    assert list(keys) == ["a", "b"]
+    np.testing.assert_allclose(mean, [[0.9, 0.1], [0.4, 0.6]])
+    _, geo = M.aggregate_probs(probs, groups, "log")
+    g = np.sqrt([0.6 * 0.2, 0.4 * 0.8])
+    np.testing.assert_allclose(geo[1], g / g.sum())
+    np.testing.assert_allclose(geo[0], [0.9, 0.1])
+
+
+def test_multiview_evaluation_hand_made():
+    # material 0: cubic 225, views vote 2:1 for cubic -> right after aggregation
+    # material 1: hexagonal 194, every view says hexagonal 194
+    cs = np.zeros((6, 7))
+    sg = np.full((6, 230), 1e-6)
+    rows = [(6, 225), (6, 225), (5, 194), (5, 194), (5, 194), (5, 194)]
+    for i, (c, s) in enumerate(rows):
+        cs[i, c] = 0.9
+        cs[i, (c + 1) % 7] = 0.1
+        sg[i, s - 1] = 1.0
+    cs[2] = 0
+    cs[2, 5] = 0.6
+    cs[2, 6] = 0.4  # one view of material 0 leans hexagonal
+    sg[2] = 1e-6
+    sg[2, 193] = 0.6
+    sg[2, 224] = 0.4
+    sg_true = np.array([225, 225, 225, 194, 194, 194])
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    res = M.multiview_evaluation(cs, sg, sg_true, groups, k=3, n_draws=3, seed=0, method="mean")
+    np.testing.assert_allclose(res.cs_accuracy, 1.0)
+    np.testing.assert_allclose(res.sg_accuracy, 1.0)
+    np.testing.assert_array_equal(res.cs_true, [6, 5])
+    assert res.cs_std == 0.0
+    # one view each: the leaning view is drawn sometimes, so accuracy varies over draws
+    res1 = M.multiview_evaluation(cs, sg, sg_true, groups, k=1, n_draws=40, seed=0)
+    assert 0.5 <= res1.cs_mean < 1.0 and res1.cs_std > 0
+    with pytest.raises(ValueError):
+        M.multiview_evaluation(cs, sg, np.array([225, 1, 225, 194, 194, 194]), groups)
+
+
+def test_consistent_argmax():
+    cs = np.zeros((1, 7))
+    cs[0, 6] = 1.0
+    sg = np.zeros((1, 230))
+    sg[0, 0] = 0.9  # triclinic P1 is most probable overall but not within cubic
+    sg[0, 224] = 0.1
+    c, s = M.consistent_argmax(cs, sg)
+    assert c[0] == 6 and s[0] == 225
