@@ -1,0 +1,468 @@
+"""Training PE-AG-GMoE: objective, schedule, resumable checkpoints, distributed data parallel.
+
+The objective is Eq. 16 of the paper::
+
+    L = CE(crystal system) + CE(space group) + λ · L_balance,   λ = config.aux_loss_weight (0.01)
+
+Training patterns come from a *pattern source* — any object with a method
+``sample(rng, n) -> (pointlists, crystal_system, space_group)`` — by default kinematic patterns
+simulated on the fly from the structure-factor library of :mod:`py4dstem_gnn.simulate`, with
+fresh random orientations and the realism augmentations of :mod:`py4dstem_gnn.augment`.
+
+Design decisions
+----------------
+* **Resumable by construction.** The batch of step ``s`` is drawn from
+  ``numpy.random.default_rng([seed, s, rank])``, so data do not depend on how a run was cut into
+  pieces. Checkpoints (model, optimizer, step, torch RNG, configs) are written atomically every
+  ``checkpoint_every`` steps and on SIGTERM/SIGINT; a rerun of the same command continues from
+  the last one and follows the same schedule. ``init_from`` starts a new run from shipped
+  weights (e.g. ``weights/default.safetensors``) to continue training on another machine.
+* **Class imbalance.** Materials are drawn with probability ∝ ``n_sg^(-balance_power)``, where
+  ``n_sg`` is the number of training materials of that space group (0.5 by default: rare groups are
+  seen more often than their share, without being repeated to exhaustion).
+* **Mixed precision.** bf16 autocast on CPU (AVX-512 BF16) and CUDA when ``bf16`` is set.
+* **Distributed.** Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
+  :class:`torch.nn.parallel.DistributedDataParallel`; each rank draws its own batch; only rank 0
+  logs and writes. Gradient accumulation over ``accumulate`` micro-batches.
+* **Metrics** go to ``<run_dir>/metrics.jsonl`` (one JSON object per line; see :func:`read_metrics`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .features import collate, split_direct_beam
+from .model import ModelConfig, PEAGGMoE
+from .weights import load_model, save_weights
+
+__all__ = [
+    "TrainConfig",
+    "PatternSource",
+    "Trainer",
+    "compute_loss",
+    "lr_at",
+    "read_metrics",
+    "fit_feature_normalisation",
+    "configure_parser",
+    "run_cli",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class PatternSource(Protocol):
+    """Anything that draws labelled training patterns."""
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """``n`` pointlists (with direct beam), crystal-system codes and space-group numbers."""
+        ...
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of a training run (the model's are in :class:`ModelConfig`)."""
+
+    run_dir: str = "runs/default"
+    steps: int = 20000
+    batch_size: int = 128
+    accumulate: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 300
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.0
+    bf16: bool = True
+    seed: int = 0
+    eval_every: int = 250
+    checkpoint_every: int = 50
+    log_every: int = 10
+    balance_power: float = 0.5
+    init_from: str | None = None
+    device: str = "auto"
+    threads: int | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def model_config(self) -> ModelConfig:
+        """The architecture (Table 6 defaults overridden by ``model``)."""
+        return ModelConfig(**self.model)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at ``step``: linear warm-up, then cosine decay to ``min_lr_ratio · lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def compute_loss(
+    model: torch.nn.Module,
+    spots: torch.Tensor,
+    mask: torch.Tensor,
+    crystal_system: torch.Tensor,
+    space_group: torch.Tensor,
+    aux_weight: float,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Eq. 16: ``CE(cs) + CE(sg) + aux_weight · L_balance``.
+
+    ``space_group`` holds International Tables numbers (1..230).
+    """
+    out = model(spots, mask)
+    cs_loss = F.cross_entropy(out.cs_logits, crystal_system, label_smoothing=label_smoothing)
+    sg_loss = F.cross_entropy(out.sg_logits, space_group - 1, label_smoothing=label_smoothing)
+    loss = cs_loss + sg_loss + aux_weight * out.aux_loss
+    with torch.no_grad():
+        stats = {
+            "loss": float(loss),
+            "cs_loss": float(cs_loss),
+            "sg_loss": float(sg_loss),
+            "aux_loss": float(out.aux_loss),
+            "cs_acc": float((out.cs_logits.argmax(-1) == crystal_system).float().mean()),
+            "sg_acc": float((out.sg_logits.argmax(-1) == space_group - 1).float().mean()),
+        }
+    return loss, stats
+
+
+def fit_feature_normalisation(pointlists: Sequence[np.ndarray], max_spots: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of the polar features over real spots."""
+    from .features import polar_features
+
+    spots, mask = collate([split_direct_beam(p)[0] for p in pointlists], max_spots)
+    feats = polar_features(spots, mask)[mask]
+    mean = feats.mean(0).tolist()
+    std = feats.std(0).clamp_min(1e-3).tolist()
+    return tuple(round(v, 4) for v in mean), tuple(round(v, 4) for v in std)
+
+
+def _batch(pointlists: Sequence[np.ndarray], max_spots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return collate([split_direct_beam(p)[0] for p in pointlists], max_spots)
+
+
+@torch.inference_mode()
+def predict_logits(model: PEAGGMoE, pointlists: Sequence[np.ndarray], batch_size: int = 512, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Crystal-system and space-group logits of pointlists (length-sorted batches)."""
+    was_training = model.training
+    model.eval()
+    counts = np.array([len(p) for p in pointlists])
+    order = np.argsort(counts, kind="stable")
+    cs = np.zeros((len(pointlists), model.config.n_crystal_systems), np.float32)
+    sg = np.zeros((len(pointlists), model.config.n_space_groups), np.float32)
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        spots, mask = _batch([pointlists[j] for j in idx], model.config.max_spots)
+        out = model(spots.to(device), mask.to(device))
+        cs[idx] = out.cs_logits.float().cpu().numpy()
+        sg[idx] = out.sg_logits.float().cpu().numpy()
+    model.train(was_training)
+    return cs, sg
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Metrics of a run; for a step logged twice (a resumed run) the last entry wins."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            rows[(row.get("kind", "train"), int(row["step"]))] = row
+    return sorted(rows.values(), key=lambda r: (r["step"], r.get("kind", "train")))
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """One training run.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Settings; ``cfg.run_dir`` holds checkpoint, metrics and exported weights.
+    source : PatternSource
+        Training patterns.
+    validation : dict of str to (pointlists, crystal_system, space_group), optional
+        Named fixed validation sets, evaluated every ``eval_every`` steps; the first one selects
+        the best weights.
+    data_manifest : dict, optional
+        Description of the training data, written into the model card.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        source: PatternSource,
+        validation: dict[str, tuple[Sequence[np.ndarray], np.ndarray, np.ndarray]] | None = None,
+        data_manifest: dict[str, Any] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.source = source
+        self.validation = validation or {}
+        self.data_manifest = data_manifest or {}
+        self.run_dir = Path(cfg.run_dir)
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.distributed = self.world > 1
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.device == "auto":
+            self.device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(cfg.device)
+        if self.distributed and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        torch.manual_seed(cfg.seed)
+        if cfg.init_from:
+            self.model = load_model(cfg.init_from).train()
+            logger.info("initialised from %s", cfg.init_from)
+        else:
+            self.model = PEAGGMoE(cfg.model_config())
+        self.model.to(self.device)
+        self.net: torch.nn.Module = self.model
+        if self.distributed:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model)
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+        no_decay = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            betas=(0.9, 0.98),
+        )
+        self.step = 0
+        self.best: float = -1.0
+        self.seconds = 0.0
+        self._stop = False
+        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        if self.checkpoint_path.is_file():
+            self._load_checkpoint()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "best": self.best,
+            "seconds": self.seconds,
+            "torch_rng": torch.get_rng_state(),
+            "train_config": dataclasses.asdict(self.cfg),
+            "model_config": self.model.config.to_dict(),
+        }
+
+    def save_checkpoint(self) -> None:
+        """Write the resumable state atomically (rank 0 only)."""
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_torch_save(self._state(), self.checkpoint_path)
+
+    def _load_checkpoint(self) -> None:
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        if state["model_config"] != self.model.config.to_dict():
+            self.model = PEAGGMoE(ModelConfig.from_dict(state["model_config"])).to(self.device)
+            raise ValueError(
+                f"{self.checkpoint_path} was written for another model config; use another run_dir "
+                "or the same --model settings"
+            )
+        self.model.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.best = float(state["best"])
+        self.seconds = float(state["seconds"])
+        torch.set_rng_state(state["torch_rng"])
+        logger.info("resumed %s at step %d", self.checkpoint_path, self.step)
+
+    # -- logging -------------------------------------------------------------------------------
+    def _log(self, row: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Accuracies on every validation set."""
+        results: dict[str, float] = {}
+        for name, (pls, cs, sg) in self.validation.items():
+            cs_logits, sg_logits = predict_logits(self.model, pls, device=self.device)
+            results[f"{name}/cs_acc"] = float((cs_logits.argmax(1) == cs).mean())
+            results[f"{name}/sg_acc"] = float((sg_logits.argmax(1) + 1 == sg).mean())
+        return results
+
+    def export(self, directory: str | os.PathLike, name: str, **card: Any) -> Path:
+        """Save the current weights with a model card."""
+        return save_weights(
+            self.model,
+            directory,
+            name,
+            training={
+                "train_config": dataclasses.asdict(self.cfg),
+                "steps": self.step,
+                "patterns_seen": self.step * self.cfg.batch_size * self.cfg.accumulate * self.world,
+                "compute": {
+                    "wall_seconds": round(self.seconds, 1),
+                    "device": str(self.device),
+                    "threads": torch.get_num_threads(),
+                    "world_size": self.world,
+                },
+                "data": self.data_manifest,
+            },
+            **card,
+        )
+
+    # -- training ------------------------------------------------------------------------------
+    def _handle_signal(self, signum: int, frame: Any) -> None:
+        logger.warning("signal %d: checkpointing and stopping after this step", signum)
+        self._stop = True
+
+    def fit(self, progress: bool = True) -> None:
+        """Train until ``cfg.steps`` (or a stop signal), checkpointing along the way."""
+        cfg = self.cfg
+        old = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        autocast = cfg.bf16 and self.device.type in ("cpu", "cuda")
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress or self.rank != 0, desc="train", dynamic_ncols=True)
+        self.net.train()
+        try:
+            while self.step < cfg.steps and not self._stop:
+                t0 = time.perf_counter()
+                rng = np.random.default_rng([cfg.seed, self.step, self.rank])
+                lr = lr_at(self.step, cfg)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                self.optimizer.zero_grad(set_to_none=True)
+                stats_sum: dict[str, float] = {}
+                for _ in range(cfg.accumulate):
+                    pls, cs, sg = self.source.sample(rng, cfg.batch_size)
+                    spots, mask = _batch(pls, self.model.config.max_spots)
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                        loss, stats = compute_loss(
+                            self.net,
+                            spots.to(self.device),
+                            mask.to(self.device),
+                            torch.as_tensor(cs, dtype=torch.long, device=self.device),
+                            torch.as_tensor(sg, dtype=torch.long, device=self.device),
+                            self.model.config.aux_loss_weight,
+                            cfg.label_smoothing,
+                        )
+                    (loss / cfg.accumulate).backward()
+                    for k, v in stats.items():
+                        stats_sum[k] = stats_sum.get(k, 0.0) + v / cfg.accumulate
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.step += 1
+                self.seconds += time.perf_counter() - t0
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    row = {"kind": "train", "step": self.step, "lr": lr, "grad_norm": float(grad_norm), "seconds": round(self.seconds, 2), **stats_sum}
+                    self._log(row)
+                    bar.set_postfix(loss=f"{stats_sum['loss']:.3f}", cs=f"{stats_sum['cs_acc']:.2f}")
+                if self.validation and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                    res = self.evaluate()
+                    self._log({"kind": "val", "step": self.step, "seconds": round(self.seconds, 2), **res})
+                    logger.info("step %d validation %s", self.step, res)
+                    key = next(iter(res))
+                    if res[key] > self.best and self.rank == 0:
+                        self.best = res[key]
+                        self.export(self.run_dir, "best", validation=res, validation_step=self.step)
+                if self.step % cfg.checkpoint_every == 0 or self._stop or self.step == cfg.steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+# -- command line -----------------------------------------------------------------------------
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``py4dstem-gnn train``."""
+    d = TrainConfig()
+    parser.description = (
+        "Train PE-AG-GMoE on kinematic patterns simulated on the fly from the structure-factor "
+        "library (fresh orientations and realism augmentations every step). Rerunning the same "
+        "command resumes from <run-dir>/checkpoint.pt. Under torchrun it trains with DDP."
+    )
+    parser.add_argument("--library", required=True, help="kinematic structure-factor library (HDF5) from `py4dstem-gnn simulate kinematic-library`")
+    parser.add_argument("--manifest", default="data/manifest.csv", help="structure manifest with the train/val/test split")
+    parser.add_argument("--val-set", action="append", default=[], metavar="NAME=PATH", help="stored pattern set(s) for validation (HDF5); the first selects the best weights")
+    parser.add_argument("--run-dir", default=d.run_dir)
+    parser.add_argument("--steps", type=int, default=d.steps)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--accumulate", type=int, default=d.accumulate)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    parser.add_argument("--no-bf16", action="store_true", help="train in float32")
+    parser.add_argument("--no-augment", action="store_true", help="switch the realism augmentations off")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--eval-every", type=int, default=d.eval_every)
+    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    parser.add_argument("--balance-power", type=float, default=d.balance_power)
+    parser.add_argument("--init-from", default=None, help="start from these weights (name or .safetensors path), e.g. default")
+    parser.add_argument("--device", default=d.device)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--model", default="{}", help='JSON overrides of the model config, e.g. \'{"n_layers": 4}\'')
+    parser.add_argument("--export", default=None, metavar="DIR", help="at the end, export the best weights to DIR/<--name>")
+    parser.add_argument("--name", default="default", help="name of the exported weights")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Entry point of ``py4dstem-gnn train``."""
+    from .sources import KinematicSource, load_validation_sets
+
+    cfg = TrainConfig(
+        run_dir=args.run_dir,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        accumulate=args.accumulate,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        bf16=not args.no_bf16,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        balance_power=args.balance_power,
+        init_from=args.init_from,
+        device=args.device,
+        threads=args.threads,
+        model=json.loads(args.model),
+    )
+    source = KinematicSource(args.library, args.manifest, split="train", augment=not args.no_augment, balance_power=cfg.balance_power)
+    validation = load_validation_sets(args.val_set)
+    trainer = Trainer(cfg, source, validation, data_manifest=source.describe())
+    trainer.fit()
+    if args.export and trainer.rank == 0 and trainer.step >= cfg.steps:
+        best = Path(cfg.run_dir) / "best.safetensors"
+        if best.is_file():
+            model = load_model(best)
+            card = json.loads(best.with_suffix(".json").read_text())
+            extra = {k: v for k, v in card.items() if k in ("training", "validation", "validation_step")}
+            save_weights(model, args.export, args.name, **extra)
+        else:
+            trainer.export(args.export, args.name)
+        logger.info("exported weights to %s/%s.safetensors", args.export, args.name)
+    return 0
