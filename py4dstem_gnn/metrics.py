@@ -411,6 +411,8 @@ class MultiViewResult:
         Per-material labels of the first draw (for confusion matrices).
     cs_probs : numpy.ndarray
         ``(n_materials, 7)`` combined crystal-system probabilities of the first draw.
+    cs_accuracy_by_system, sg_accuracy_by_system : numpy.ndarray
+        ``(n_draws, 7)`` accuracy within each true crystal system (``nan`` where absent).
     k, n_draws, seed : int
         Parameters used.
     """
@@ -422,6 +424,8 @@ class MultiViewResult:
     sg_true: np.ndarray
     sg_pred: np.ndarray
     cs_probs: np.ndarray
+    cs_accuracy_by_system: np.ndarray
+    sg_accuracy_by_system: np.ndarray
     k: int
     n_draws: int
     seed: int
@@ -505,6 +509,8 @@ def multiview_evaluation(
         raise ValueError("n_draws must be at least 1")
     rng = np.random.default_rng(seed)
     cs_acc, sg_acc = np.zeros(n_draws), np.zeros(n_draws)
+    n_sys = int(SG_TO_CS.max()) + 1
+    cs_by, sg_by = np.zeros((n_draws, n_sys)), np.zeros((n_draws, n_sys))
     keep: dict[str, np.ndarray] = {}
     for d in range(n_draws):
         idx = draw_views(groups, k, rng)
@@ -515,11 +521,15 @@ def multiview_evaluation(
         cs_t = SG_TO_CS[sg_group - 1]  # every group is drawn at least once, sorted key order
         cs_acc[d] = accuracy(cs_t, cs_pred)
         sg_acc[d] = accuracy(sg_group, sg_pred)
+        cs_by[d] = grouped_accuracy(cs_t, cs_pred, cs_t, n_sys)[0]
+        sg_by[d] = grouped_accuracy(sg_group, sg_pred, cs_t, n_sys)[0]
         if d == 0:
             keep = dict(cs_true=cs_t, cs_pred=cs_pred, sg_true=sg_group, sg_pred=sg_pred, cs_probs=cs_agg)
     return MultiViewResult(
         cs_accuracy=cs_acc,
         sg_accuracy=sg_acc,
+        cs_accuracy_by_system=cs_by,
+        sg_accuracy_by_system=sg_by,
         k=int(k),
         n_draws=int(n_draws),
         seed=int(seed),
