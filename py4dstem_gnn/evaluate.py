@@ -888,9 +888,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def _command_line(argv: Sequence[str]) -> str | None:
+    """The evaluate command as typed, or None when not run from a command line."""
+    import shlex
+
+    argv = list(argv)
+    if "evaluate" in argv[1:2]:
+        rest = argv[2:]
+    elif argv and argv[0].endswith("evaluate.py"):
+        rest = argv[1:]
+    else:
+        return None
+    return "py4dstem-gnn evaluate " + " ".join(shlex.quote(a) for a in rest)
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """Entry point of ``py4dstem-gnn evaluate``."""
-    import shlex
     import sys
 
     model = None if str(args.weights).lower() in ("none", "") else args.weights
@@ -898,7 +911,10 @@ def run_cli(args: argparse.Namespace) -> int:
     rf_path = Path(args.rf) if args.rf else None
     wants_training = bool(args.rf_train_library or args.rf_train_set)
     if rf_path is not None and rf_path.is_file() and not args.retrain_rf:
-        rf = str(rf_path)
+        from .baseline import RandomForestBaseline
+
+        rf = RandomForestBaseline.load(rf_path, n_jobs=args.n_jobs)
+        rf.fit_info_.setdefault("file", str(rf_path))
     elif wants_training:
         rf = train_rf(
             library=args.rf_train_library,
@@ -933,10 +949,21 @@ def run_cli(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_patterns=args.max_patterns,
         progress=not args.no_progress,
-        command="py4dstem-gnn evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        if len(sys.argv) > 1 and sys.argv[1] == "evaluate"
-        else None,
+        command=_command_line(sys.argv),
     )
     print_path = Path(args.out) / "report.md"
     logger.info("wrote %s", print_path)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m py4dstem_gnn.evaluate ...``: the same as ``py4dstem-gnn evaluate ...``."""
+    parser = argparse.ArgumentParser(prog="python -m py4dstem_gnn.evaluate")
+    configure_parser(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    return run_cli(args)
+
+
+if __name__ == "__main__":  # pragma: no cover - command line
+    raise SystemExit(main())
