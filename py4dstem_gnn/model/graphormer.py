@@ -35,8 +35,14 @@ class GraphormerLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` ``(B, T, dim)``, ``key_mask`` ``(B, T)``, ``bias`` ``(B, H, T, T)`` → ``(x, aux)``."""
-        h, _ = self.attn(self.norm1(x), key_mask, bias)
+        """Apply the layer.
+
+        ``x`` ``(B, T, dim)``; ``key_mask`` ``(B, T)`` bool selects the real tokens of the MoE;
+        ``bias`` ``(B, H, T, T)`` is the structural bias *including* the key-padding mask
+        (:func:`~py4dstem_gnn.model.attention.key_padding_bias`), computed once per stack.
+        Returns ``(x, aux)``.
+        """
+        h, _ = self.attn(self.norm1(x), None, bias)
         x = x + self.drop(h)
         m, aux = self.moe(self.norm2(x), key_mask)
         return x + self.drop(m), aux

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..features import polar_features
+from .attention import key_padding_bias
 from .attention_graph import RelationalAttentionAggregator
 from .config import ModelConfig
 from .encoder import PointlistEncoder
@@ -108,6 +109,9 @@ class PEAGGMoE(nn.Module):
         b = x.shape[0]
         h = torch.cat([self.graph_token.expand(b, 1, -1).to(x.dtype), x], dim=1)
         key_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
+        # one bias for all layers, in the compute dtype, with the padding mask folded in
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        bias = bias.to(dtype) + key_padding_bias(key_mask, dtype)
         aux_terms = [aux]
         for layer in self.layers:
             h, layer_aux = layer(h, key_mask, bias)
