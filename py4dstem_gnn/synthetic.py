@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -31,6 +31,7 @@ __all__ = [
     "au_nanoparticle_scan",
     "random_braggvectors",
     "braggvectors_from_pointlists",
+    "detect_braggvectors",
 ]
 
 logger = logging.getLogger(__name__)
@@ -409,4 +410,70 @@ def random_braggvectors(
         bv.calibration.set_Q_pixel_size(q_pixel_size)
         bv.calibration.set_Q_pixel_units("A^-1")
         bv.setcal()
+    return bv
+
+
+def detect_braggvectors(
+    datacube: Any,
+    disk_radius: float,
+    q_pixel_size: float,
+    min_absolute_intensity: float = 1.0,
+    min_peak_spacing: float | None = None,
+    edge_boundary: int = 4,
+    max_peaks: int = 70,
+):
+    """py4DSTEM disk detection and calibration sized for a small detector.
+
+    Runs ``find_Bragg_disks`` with a synthetic-probe template (a disk of
+    ``disk_radius`` with a sigmoid edge filter), with the peak spacing and edge
+    boundary set for the detector (py4DSTEM's defaults, 60 and 20 pixels, are
+    meant for large detectors and find about one peak on a 128-pixel detector);
+    then measures the origin (brightest disk at each position), fits it with a
+    plane, and sets the Q pixel size in 1/A.
+
+    Parameters
+    ----------
+    datacube : py4DSTEM.DataCube
+    disk_radius : float
+        Disk radius (detector pixels).
+    q_pixel_size : float
+        1/A per detector pixel.
+    min_absolute_intensity : float
+        Smallest correlation peak kept (template-normalised counts per pixel).
+    min_peak_spacing : float, optional
+        Smallest distance between peaks (pixels); default ``3 * disk_radius``.
+    edge_boundary : int
+        Peaks closer than this to the detector edge are dropped (pixels).
+    max_peaks : int
+        Most peaks kept per pattern.
+
+    Returns
+    -------
+    py4DSTEM.BraggVectors
+        Calibrated (origin, Q pixel size in 1/A).
+    """
+    from py4DSTEM.braggvectors import Probe
+
+    qshape = datacube.Qshape
+    probe = Probe.generate_synthetic_probe(radius=disk_radius, width=1.0, Qshape=qshape)
+    kernel = probe.get_kernel(
+        mode="sigmoid", origin=(qshape[0] / 2.0, qshape[1] / 2.0), radii=(1.2 * disk_radius, 3.0 * disk_radius)
+    )
+    spacing = 3.0 * disk_radius if min_peak_spacing is None else min_peak_spacing
+    bv = datacube.find_Bragg_disks(
+        template=kernel,
+        corrPower=1,
+        sigma_cc=1,
+        subpixel="poly",
+        minAbsoluteIntensity=min_absolute_intensity,
+        minRelativeIntensity=0.0,
+        minPeakSpacing=spacing,
+        edgeBoundary=edge_boundary,
+        maxNumPeaks=max_peaks,
+    )
+    bv.measure_origin()
+    bv.fit_origin(plot=False, robust=True)
+    bv.calibration.set_Q_pixel_size(q_pixel_size)
+    bv.calibration.set_Q_pixel_units("A^-1")
+    bv.setcal()
     return bv
