@@ -1,0 +1,58 @@
+"""Command line: ``py4dstem-gnn <command> --help``.
+
+Each command lives in the module that does the work; this file only registers them, importing
+a module when its command runs so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+__all__ = ["main", "COMMANDS"]
+
+#: command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "structures": ("py4dstem_gnn.structures", "build the labelled OQMD-ICSD structure pool and its train/val/test split"),
+    "simulate": ("py4dstem_gnn.simulate", "simulate diffraction patterns (kinematic library, Bloch-wave sets)"),
+    "train": ("py4dstem_gnn.train", "train PE-AG-GMoE (resumable; torchrun for several GPUs)"),
+    "evaluate": ("py4dstem_gnn.evaluate", "evaluation report: model and random-forest baseline on the held-out set"),
+    "info": ("py4dstem_gnn.info", "parameter count and forward FLOPs per pattern of a model"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="py4dstem-gnn",
+        description="Crystal-system and space-group classification of 4D-STEM diffraction patterns (PE-AG-GMoE).",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    known, rest = parser.parse_known_args(argv)
+    if not known.command:
+        parser.print_help()
+        return 2
+    module_name, help_text = COMMANDS[known.command]
+    module = importlib.import_module(module_name)
+    sub = argparse.ArgumentParser(prog=f"py4dstem-gnn {known.command}", description=help_text)
+    module.configure_parser(sub)
+    args = sub.parse_args(rest)
+    level = logging.WARNING - 10 * min(known.verbose + 1, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    return int(module.run_cli(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
