@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ __all__ = [
     "aggregate_views",
     "resolve_device",
     "consistent_labels",
+    "crystal_system_confidence",
 ]
 
 logger = logging.getLogger(__name__)
@@ -146,12 +147,31 @@ def consistent_labels(
     n = cs_p.shape[0]
     if n == 0:
         return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
-    cs = np.argmax(cs_p, axis=1).astype(np.int64)
+    cs, conf = crystal_system_confidence(cs_p)
     allowed = SG_TO_CS[None, :] == cs[:, None]  # (n, 230)
     sg = np.argmax(np.where(allowed, sg_p, -np.inf), axis=1).astype(np.int64) + 1
-    top2 = np.partition(cs_p, N_CRYSTAL_SYSTEMS - 2, axis=1)[:, -2:]
-    conf = (top2[:, 1] - top2[:, 0]).astype(np.float32)
     return cs, sg, conf
+
+
+def crystal_system_confidence(crystal_system_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crystal system (argmax) and margin confidence from crystal-system probabilities.
+
+    Parameters
+    ----------
+    crystal_system_probs : numpy.ndarray, shape (n, 7)
+
+    Returns
+    -------
+    crystal_system : numpy.ndarray of int64, shape (n,)
+    confidence : numpy.ndarray of float32, shape (n,)
+        Largest minus second-largest probability.
+    """
+    cs_p = np.asarray(crystal_system_probs)
+    if cs_p.shape[0] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    cs = np.argmax(cs_p, axis=1).astype(np.int64)
+    top2 = np.partition(cs_p, N_CRYSTAL_SYSTEMS - 2, axis=1)[:, -2:]
+    return cs, (top2[:, 1] - top2[:, 0]).astype(np.float32)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -294,6 +314,7 @@ def _predict_spot_lists(
     progress: bool = False,
     autocast: bool = False,
     timings: dict[str, float] | None = None,
+    space_group_probs: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities for lists of DIFFRACTED spots (direct beam already removed).
 
@@ -312,15 +333,19 @@ def _predict_spot_lists(
         Run the forward pass under bf16 autocast.
     timings : dict, optional
         If given, ``"model"`` (seconds in collate + forward) is accumulated into it.
+    space_group_probs : bool
+        Return the space-group probabilities; if False, return instead the
+        consistent space-group label (1..230, int64) of every pattern, which keeps
+        the memory of large scans small (no ``(n, 230)`` array).
 
     Returns
     -------
     crystal_system_probs : numpy.ndarray, (n, 7) float32
-    space_group_probs : numpy.ndarray, (n, 230) float32
+    space_group_probs : numpy.ndarray, (n, 230) float32, or (n,) int64 labels
     """
     n = len(spot_lists)
     cs_out = np.zeros((n, N_CRYSTAL_SYSTEMS), np.float32)
-    sg_out = np.zeros((n, N_SPACE_GROUPS), np.float32)
+    sg_out = np.zeros((n, N_SPACE_GROUPS) if space_group_probs else (n,), np.float32 if space_group_probs else np.int64)
     if n == 0:
         return cs_out, sg_out
     max_spots = _max_spots(net)
@@ -352,7 +377,7 @@ def _predict_spot_lists(
                 queue.append(idx[:half])
                 continue
             cs_out[idx] = cs_p
-            sg_out[idx] = sg_p
+            sg_out[idx] = sg_p if space_group_probs else consistent_labels(cs_p, sg_p)[1]
             bar.update(idx.size)
     if timings is not None:
         timings["model"] = timings.get("model", 0.0) + time.perf_counter() - t0
@@ -468,9 +493,3 @@ def aggregate_views(pred: Prediction, groups: Sequence[Any] | np.ndarray) -> Pre
     agg = Prediction.from_probs(combine(pred.crystal_system_probs), combine(pred.space_group_probs), n_spots)
     agg.meta["groups"] = uniq
     return agg
-
-
-def iter_chunks(n: int, size: int) -> Iterator[slice]:
-    """Slices ``[0:size], [size:2 size], ...`` covering ``range(n)``."""
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))

@@ -48,7 +48,7 @@ from scipy import ndimage
 from .inference import (
     _load,
     _predict_spot_lists,
-    consistent_labels,
+    crystal_system_confidence,
     resolve_device,
 )
 from .labels import CRYSTAL_SYSTEMS, INVALID, N_CRYSTAL_SYSTEMS, SG_TO_CS
@@ -515,10 +515,12 @@ def classify_braggvectors(
     shape = vectors.shape
     intensity = np.bincount(vectors.position_index, weights=vectors.intensity, minlength=vectors.counts.size)
     diffracted, _removed = remove_direct_beam(vectors, direct_beam_tolerance)
+    del vectors  # large scans: keep one copy of the vectors at a time
     n_spots = diffracted.counts
     run = np.flatnonzero(n_spots >= min_spots)
     spots = np.stack([diffracted.qx, diffracted.qy, diffracted.intensity], axis=1).astype(np.float32)
     spot_lists = [spots[diffracted.offsets[p] : diffracted.offsets[p + 1]] for p in run]
+    del diffracted
     times["read"] = time.perf_counter() - t0
     logger.info(
         "read %d positions (%d vectors) in %.2f s; classifying %d positions with >= %d diffracted spots",
@@ -528,7 +530,10 @@ def classify_braggvectors(
     dev = resolve_device(device)
     net = _load(model, dev)
     model_times: dict[str, float] = {}
-    cs_p, sg_p = _predict_spot_lists(spot_lists, net, dev, batch_size, progress, autocast, model_times)
+    cs_p, sg_lab = _predict_spot_lists(
+        spot_lists, net, dev, batch_size, progress, autocast, model_times, space_group_probs=False
+    )
+    del spot_lists
     times["model"] = model_times.get("model", 0.0)
 
     t0 = time.perf_counter()
@@ -538,8 +543,8 @@ def classify_braggvectors(
     conf = np.zeros(n_pos, np.float32)
     probs = np.zeros((n_pos, N_CRYSTAL_SYSTEMS), np.float32)
     if run.size:
-        cs_r, sg_r, conf_r = consistent_labels(cs_p, sg_p)
-        cs_raw[run], sg_raw[run], conf[run], probs[run] = cs_r, sg_r, conf_r, cs_p
+        cs_r, conf_r = crystal_system_confidence(cs_p)
+        cs_raw[run], sg_raw[run], conf[run], probs[run] = cs_r, sg_lab, conf_r, cs_p
     ran = np.zeros(n_pos, bool)
     ran[run] = True
     valid = ran & (n_spots >= min_spots) & (conf >= confidence_threshold)
