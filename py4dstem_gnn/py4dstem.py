@@ -515,6 +515,7 @@ def classify_braggvectors(
     shape = vectors.shape
     intensity = np.bincount(vectors.position_index, weights=vectors.intensity, minlength=vectors.counts.size)
     diffracted, _removed = remove_direct_beam(vectors, direct_beam_tolerance)
+    n_vectors = int(vectors.qx.size)
     del vectors  # large scans: keep one copy of the vectors at a time
     n_spots = diffracted.counts
     run = np.flatnonzero(n_spots >= min_spots)
@@ -524,7 +525,7 @@ def classify_braggvectors(
     times["read"] = time.perf_counter() - t0
     logger.info(
         "read %d positions (%d vectors) in %.2f s; classifying %d positions with >= %d diffracted spots",
-        n_spots.size, vectors.qx.size, times["read"], run.size, min_spots,
+        n_spots.size, n_vectors, times["read"], run.size, min_spots,
     )
 
     dev = resolve_device(device)
