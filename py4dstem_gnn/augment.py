@@ -1,0 +1,221 @@
+"""Realism augmentations for simulated pointlists (on by default in training).
+
+Simulated patterns are perfect; experimental ``BraggVectors`` are not. Every
+augmentation acts on a batch of pointlists (``(n_i, 3)`` arrays ``qx, qy, I`` in 1/A,
+direct beam near ``q = 0``) at once, vectorised over the concatenated spots, and draws
+all its randomness from the ``rng`` passed in (so a seeded generator reproduces a
+batch). Per pattern, in this order:
+
+1. **Calibration error** -- an affine map of ``(qx, qy)``: isotropic scale error
+   (uniform within ``±scale_error``, default ±2 %), ellipticity (stretch
+   ``1 ± ellipticity`` along a random axis, default up to 1 %) and an in-plane rotation
+   (uniform within ``±rotation_deg``, default ±2°; the simulated orientations already
+   cover all in-plane rotations, this mimics a mis-calibrated detector rotation).
+2. **Spot-position jitter** -- Gaussian noise on ``qx, qy`` with a per-pattern sigma
+   uniform in ``[0, jitter]`` (default 0.005 1/A; Bragg-disk fits are good to a
+   fraction of a pixel).
+3. **Intensity distortion** -- ``I -> I ** gamma`` with ``gamma`` uniform in
+   ``gamma_range`` (dynamical scattering flattens kinematic intensity ratios), times
+   log-normal noise (sigma ``intensity_noise``).
+4. **Missing weak spots** -- spots fainter than a per-pattern fraction of the brightest
+   diffracted spot (log-uniform in ``weak_threshold``) are removed, plus a random
+   fraction (up to ``dropout``) of the remaining diffracted spots, plus everything beyond
+   a detector cut-off drawn uniformly in ``q_max_range``.
+5. **Spurious spots** -- a Poisson number (mean ``spurious_rate``) of false detections,
+   uniform in the disk of the pattern's largest ``|q|``, with intensities up to
+   ``spurious_intensity`` times the median diffracted intensity.
+
+The direct beam (the spot within ``direct_beam_tolerance`` of ``q = 0``) is never
+dropped. **Thickness variation** is approximated kinematically, in the sampler rather
+than here: the excitation-error envelope of a foil of thickness ``t`` has a width
+``~ 1/t``, so drawing ``sigma_excitation_error`` per pattern (see
+:func:`random_excitation_sigma`, passed to
+:func:`py4dstem_gnn.simulate.sample_kinematic`) mimics a range of thicknesses; the
+gamma distortion of step 3 stands in for the dynamical (thickness-dependent)
+redistribution of intensity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["AugmentConfig", "augment_pointlists", "random_excitation_sigma"]
+
+
+@dataclass
+class AugmentConfig:
+    """Strengths of the augmentations (set one to 0 to switch it off).
+
+    Attributes
+    ----------
+    scale_error : float
+        Half-width of the uniform calibration scale error (0.02 = ±2 %).
+    ellipticity : float
+        Largest stretch along a random axis (0.01 = 1 %).
+    rotation_deg : float
+        Half-width of the uniform in-plane rotation error, degrees.
+    jitter : float
+        Largest per-pattern sigma of the spot-position noise, 1/A.
+    gamma_range : tuple of float
+        Range of the intensity exponent.
+    intensity_noise : float
+        Sigma of the multiplicative log-normal intensity noise.
+    weak_threshold : tuple of float
+        Log-uniform range of the relative detection threshold (fraction of the brightest
+        diffracted spot).
+    dropout : float
+        Largest fraction of diffracted spots removed at random.
+    q_max_range : tuple of float
+        Range of the detector cut-off ``|q|``, 1/A (None: no cut-off).
+    spurious_rate : float
+        Mean number of spurious spots per pattern.
+    spurious_intensity : float
+        Spurious intensities are uniform in ``[0, spurious_intensity] * median``.
+    direct_beam_tolerance : float
+        Spots closer than this to ``q = 0`` (before augmentation) count as the direct beam.
+    """
+
+    scale_error: float = 0.02
+    ellipticity: float = 0.01
+    rotation_deg: float = 2.0
+    jitter: float = 0.005
+    gamma_range: tuple[float, float] = (0.6, 1.0)
+    intensity_noise: float = 0.2
+    weak_threshold: tuple[float, float] = (1e-4, 2e-2)
+    dropout: float = 0.1
+    q_max_range: tuple[float, float] | None = (1.2, 2.0)
+    spurious_rate: float = 1.0
+    spurious_intensity: float = 1.0
+    direct_beam_tolerance: float = 0.02
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def random_excitation_sigma(
+    n: int, rng: np.random.Generator, low: float = 0.01, high: float = 0.04
+) -> np.ndarray:
+    """Per-pattern excitation-error sigmas (1/A), log-uniform in ``[low, high]``.
+
+    A kinematic stand-in for thickness variation (envelope width ``~ 1/thickness``):
+    0.02 1/A corresponds to the reference 20 nm foil, 0.01 to a thicker and 0.04 to a
+    thinner one.
+    """
+    return np.exp(rng.uniform(np.log(low), np.log(high), size=n))
+
+
+def augment_pointlists(
+    pointlists: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    config: AugmentConfig | None = None,
+) -> list[np.ndarray]:
+    """Apply the realism augmentations to a batch of pointlists.
+
+    Parameters
+    ----------
+    pointlists : sequence of numpy.ndarray
+        (n_i, 3) arrays qx, qy [1/A], intensity; not modified.
+    rng : numpy.random.Generator
+        Source of all randomness.
+    config : AugmentConfig, optional
+        Strengths (defaults: :class:`AugmentConfig`).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        New float32 (m_i, 3) arrays, direct beam first where there is one.
+    """
+    cfg = config or AugmentConfig()
+    B = len(pointlists)
+    if B == 0:
+        return []
+    counts = np.array([len(p) for p in pointlists], dtype=np.int64)
+    spots = (np.concatenate([np.asarray(p, np.float64).reshape(-1, 3) for p in pointlists])
+             if counts.sum() else np.zeros((0, 3)))
+    seg = np.repeat(np.arange(B), counts)
+    q = spots[:, :2].copy()
+    inten = np.maximum(spots[:, 2].copy(), 0.0)
+    # direct beam: the spot nearest q = 0 of each pattern, if within the tolerance
+    r0 = np.hypot(q[:, 0], q[:, 1])
+    is_beam = np.zeros(len(seg), bool)
+    if len(seg):
+        order0 = np.lexsort((r0, seg))
+        first = order0[np.concatenate([[0], np.cumsum(counts)[:-1]])[counts > 0]]
+        is_beam[first] = r0[first] < cfg.direct_beam_tolerance
+
+    # 1. calibration error: A = s * Rot(theta) @ (I + e (u u^T - v v^T))
+    s = 1.0 + rng.uniform(-cfg.scale_error, cfg.scale_error, B)
+    e = rng.uniform(0.0, cfg.ellipticity, B)
+    phi = rng.uniform(0.0, np.pi, B)
+    th = np.deg2rad(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg, B))
+    c2, s2 = np.cos(2 * phi), np.sin(2 * phi)
+    E = np.empty((B, 2, 2))
+    E[:, 0, 0] = 1 + e * c2
+    E[:, 0, 1] = e * s2
+    E[:, 1, 0] = e * s2
+    E[:, 1, 1] = 1 - e * c2
+    Rt = np.empty((B, 2, 2))
+    Rt[:, 0, 0] = np.cos(th)
+    Rt[:, 0, 1] = -np.sin(th)
+    Rt[:, 1, 0] = np.sin(th)
+    Rt[:, 1, 1] = np.cos(th)
+    A = s[:, None, None] * (Rt @ E)
+    q = np.einsum("nij,nj->ni", A[seg], q)
+
+    # 2. jitter
+    sig = rng.uniform(0.0, cfg.jitter, B)
+    q = q + rng.standard_normal(q.shape) * sig[seg, None]
+
+    # 3. intensity distortion (relative to each pattern's brightest diffracted spot)
+    diff_I = np.where(is_beam, 0.0, inten)
+    imax = np.zeros(B)
+    np.maximum.at(imax, seg, diff_I)
+    imax_safe = np.where(imax > 0, imax, 1.0)
+    gamma = rng.uniform(cfg.gamma_range[0], cfg.gamma_range[1], B)
+    rel = inten / imax_safe[seg]
+    inten = imax_safe[seg] * np.power(np.maximum(rel, 0.0), gamma[seg])
+    if cfg.intensity_noise > 0:
+        inten = inten * np.exp(cfg.intensity_noise * rng.standard_normal(len(inten)))
+
+    # 4. missing spots
+    lo, hi = cfg.weak_threshold
+    thr = np.exp(rng.uniform(np.log(lo), np.log(hi), B)) if hi > 0 else np.zeros(B)
+    keep = inten >= thr[seg] * imax_safe[seg]
+    if cfg.dropout > 0:
+        p = rng.uniform(0.0, cfg.dropout, B)
+        keep &= rng.random(len(inten)) >= p[seg]
+    if cfg.q_max_range is not None:
+        qmax = rng.uniform(cfg.q_max_range[0], cfg.q_max_range[1], B)
+        keep &= np.hypot(q[:, 0], q[:, 1]) <= qmax[seg]
+    keep |= is_beam
+
+    # 5. spurious spots
+    n_sp = rng.poisson(cfg.spurious_rate, B) if cfg.spurious_rate > 0 else np.zeros(B, np.int64)
+    r_all = np.hypot(q[:, 0], q[:, 1])
+    rmax = np.zeros(B)
+    np.maximum.at(rmax, seg[keep], r_all[keep])
+    med = np.ones(B)
+    sp_seg = np.repeat(np.arange(B), n_sp)
+    n_tot = int(n_sp.sum())
+    if n_tot:
+        # median of diffracted intensities per pattern (patterns with spurious spots only)
+        for b in np.unique(sp_seg):
+            vals = inten[(seg == b) & keep & ~is_beam]
+            med[b] = np.median(vals) if len(vals) else imax_safe[b]
+        rad = np.sqrt(rng.random(n_tot)) * np.maximum(rmax[sp_seg], 0.3)
+        ang = rng.uniform(0, 2 * np.pi, n_tot)
+        sp = np.stack([rad * np.cos(ang), rad * np.sin(ang),
+                       rng.random(n_tot) * cfg.spurious_intensity * med[sp_seg]], axis=1)
+    else:
+        sp = np.zeros((0, 3))
+
+    out_spots = np.concatenate([np.column_stack([q, inten])[keep], sp])
+    out_seg = np.concatenate([seg[keep], sp_seg])
+    out_beam = np.concatenate([is_beam[keep], np.zeros(n_tot, bool)])
+    order = np.lexsort((~out_beam, out_seg))  # by pattern, direct beam first
+    out_spots = out_spots[order].astype(np.float32)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(out_seg, minlength=B))])
+    return [out_spots[bounds[b]:bounds[b + 1]] for b in range(B)]
