@@ -406,6 +406,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--library", required=True, help="kinematic structure-factor library (HDF5) from `py4dstem-gnn simulate kinematic-library`")
     parser.add_argument("--manifest", default="data/manifest.csv", help="structure manifest with the train/val/test split")
     parser.add_argument("--val-set", action="append", default=[], metavar="NAME=PATH", help="stored pattern set(s) for validation (HDF5); the first selects the best weights")
+    parser.add_argument("--val-kinematic", type=int, default=1000, metavar="N", help="also validate on N validation-split materials x 2 augmented kinematic patterns (0: off)")
     parser.add_argument("--run-dir", default=d.run_dir)
     parser.add_argument("--steps", type=int, default=d.steps)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -453,6 +454,9 @@ def run_cli(args: argparse.Namespace) -> int:
     )
     source = KinematicSource(args.library, args.manifest, split="train", augment=not args.no_augment, balance_power=cfg.balance_power)
     validation = load_validation_sets(args.val_set)
+    if args.val_kinematic:
+        val_source = KinematicSource(args.library, args.manifest, split="val", augment=not args.no_augment)
+        validation["val_kinematic"] = val_source.fixed_set(per_material=2, seed=1234, max_materials=args.val_kinematic)
     trainer = Trainer(cfg, source, validation, data_manifest=source.describe())
     trainer.fit()
     if args.export and trainer.rank == 0 and trainer.step >= cfg.steps:

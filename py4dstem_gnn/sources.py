@@ -1,0 +1,135 @@
+"""Where training and validation patterns come from.
+
+:class:`KinematicSource` draws labelled kinematic patterns on the fly from the structure-factor
+library of :mod:`py4dstem_gnn.simulate`: fresh orientations uniform over SO(3) every draw, a
+per-pattern excitation-error width (a kinematic stand-in for thickness), and the realism
+augmentations of :mod:`py4dstem_gnn.augment`. :func:`load_validation_sets` reads stored pattern
+sets (e.g. Bloch-wave) for validation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .augment import AugmentConfig, augment_pointlists, random_excitation_sigma
+from .simulate import SIGMA_EXCITATION_ERROR, KinematicLibrary, random_rotations, sample_kinematic
+from .structures import load_manifest
+
+__all__ = ["KinematicSource", "load_validation_sets", "balanced_weights"]
+
+
+def balanced_weights(space_group: np.ndarray, power: float) -> np.ndarray:
+    """Sampling probabilities ∝ ``n_sg^(-power)`` per material (``n_sg``: materials sharing its group).
+
+    ``power = 0`` samples materials uniformly (space groups by their frequency); ``power = 1``
+    samples space groups uniformly.
+    """
+    sg = np.asarray(space_group)
+    _, inverse, counts = np.unique(sg, return_inverse=True, return_counts=True)
+    w = counts[inverse].astype(np.float64) ** (-power)
+    return w / w.sum()
+
+
+class KinematicSource:
+    """Kinematic patterns of one split, simulated on the fly.
+
+    Parameters
+    ----------
+    library : str or path-like or KinematicLibrary
+        Structure-factor library (file or shard folder).
+    manifest : str or path-like, optional
+        Structure manifest (default: the committed one).
+    split : str or sequence of str
+        Which split(s) to draw materials from.
+    augment : bool or AugmentConfig
+        Realism augmentations (default on); False gives clean patterns at the reference
+        excitation error.
+    balance_power : float
+        Class-balancing exponent of :func:`balanced_weights`.
+    """
+
+    def __init__(
+        self,
+        library: str | os.PathLike | KinematicLibrary,
+        manifest: str | os.PathLike | None = None,
+        split: str | Sequence[str] = "train",
+        augment: bool | AugmentConfig = True,
+        balance_power: float = 0.5,
+    ) -> None:
+        self.manifest = load_manifest(manifest)
+        wanted = self.manifest.indices(split)
+        if isinstance(library, KinematicLibrary):
+            self.library = library
+            self.library_path = "<in memory>"
+        else:
+            self.library = KinematicLibrary.load(library, materials=wanted)
+            self.library_path = str(library)
+        self.materials = np.array([m for m in wanted if self.library.has(m)], dtype=np.int64)
+        if len(self.materials) == 0:
+            raise ValueError(f"no material of split {split!r} is in the library {self.library_path}")
+        self.space_group = self.manifest["space_group"][self.materials].astype(np.int64)
+        self.crystal_system = self.manifest["crystal_system"][self.materials].astype(np.int64)
+        self.split = split
+        self.augment = AugmentConfig() if augment is True else (augment or None)
+        self.balance_power = balance_power
+        self.weights = balanced_weights(self.space_group, balance_power)
+
+    def __len__(self) -> int:
+        return len(self.materials)
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """``n`` patterns: pointlists (direct beam first), crystal-system codes, space-group numbers."""
+        pick = rng.choice(len(self.materials), size=n, p=self.weights)
+        return self.patterns(pick, rng)
+
+    def patterns(self, pick: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Patterns of the materials at positions ``pick`` (into :attr:`materials`), random orientations."""
+        rotations = random_rotations(len(pick), rng)
+        if self.augment is not None:
+            sigma = random_excitation_sigma(len(pick), rng)
+        else:
+            sigma = SIGMA_EXCITATION_ERROR
+        pls = sample_kinematic(self.library, self.materials[pick], rotations, sigma_excitation_error=sigma)
+        if self.augment is not None:
+            pls = augment_pointlists(pls, rng, self.augment)
+        return pls, self.crystal_system[pick], self.space_group[pick]
+
+    def fixed_set(self, per_material: int, seed: int, max_materials: int | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """A reproducible evaluation set: ``per_material`` patterns of each (or a seeded subset of) material."""
+        rng = np.random.default_rng(seed)
+        idx = np.arange(len(self.materials))
+        if max_materials is not None and max_materials < len(idx):
+            idx = np.sort(rng.choice(idx, max_materials, replace=False))
+        return self.patterns(np.repeat(idx, per_material), rng)
+
+    def describe(self) -> dict[str, Any]:
+        """What this source draws from, for the model card."""
+        return {
+            "kind": "kinematic, simulated on the fly",
+            "library": self.library_path,
+            "library_attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in self.library.attrs.items()},
+            "manifest_attrs": dict(self.manifest.attrs),
+            "split": self.split,
+            "n_materials": int(len(self.materials)),
+            "n_space_groups": int(len(np.unique(self.space_group))),
+            "augmentation": self.augment.to_dict() if self.augment is not None else None,
+            "balance_power": self.balance_power,
+        }
+
+
+def load_validation_sets(specs: Sequence[str]) -> dict[str, tuple[list[np.ndarray], np.ndarray, np.ndarray]]:
+    """Read ``NAME=PATH`` stored pattern sets into ``{name: (pointlists, cs, sg)}``."""
+    from .dataset import PatternSet
+
+    out = {}
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        if not path:
+            name, path = Path(spec).stem, spec
+        ps = PatternSet.from_hdf5(path)
+        out[name] = (ps.pointlists, ps.crystal_system.astype(np.int64), ps.space_group.astype(np.int64))
+    return out
