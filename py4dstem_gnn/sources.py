@@ -9,6 +9,7 @@ sets (e.g. Bloch-wave) for validation.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,6 +21,8 @@ from .simulate import SIGMA_EXCITATION_ERROR, KinematicLibrary, random_rotations
 from .structures import load_manifest
 
 __all__ = ["KinematicSource", "load_validation_sets", "balanced_weights"]
+
+logger = logging.getLogger(__name__)
 
 
 def balanced_weights(space_group: np.ndarray, power: float) -> np.ndarray:
@@ -50,6 +53,12 @@ class KinematicSource:
         excitation error.
     balance_power : float
         Class-balancing exponent of :func:`balanced_weights`.
+    follow : bool
+        If the library is a shard folder that is still being written, pick up new shards as they
+        appear (checked every ``follow_every`` draws). Exact replay of a resumed run then needs the
+        same library state; with a finished library, draws are a pure function of the seed.
+    follow_every : int
+        Draws between checks for new shards.
     """
 
     def __init__(
@@ -59,30 +68,54 @@ class KinematicSource:
         split: str | Sequence[str] = "train",
         augment: bool | AugmentConfig = True,
         balance_power: float = 0.5,
+        follow: bool = False,
+        follow_every: int = 200,
     ) -> None:
         self.manifest = load_manifest(manifest)
-        wanted = self.manifest.indices(split)
-        if isinstance(library, KinematicLibrary):
-            self.library = library
-            self.library_path = "<in memory>"
-        else:
-            self.library = KinematicLibrary.load(library, materials=wanted)
-            self.library_path = str(library)
-        self.materials = np.array([m for m in wanted if self.library.has(m)], dtype=np.int64)
-        if len(self.materials) == 0:
-            raise ValueError(f"no material of split {split!r} is in the library {self.library_path}")
-        self.space_group = self.manifest["space_group"][self.materials].astype(np.int64)
-        self.crystal_system = self.manifest["crystal_system"][self.materials].astype(np.int64)
         self.split = split
         self.augment = AugmentConfig() if augment is True else (augment or None)
         self.balance_power = balance_power
-        self.weights = balanced_weights(self.space_group, balance_power)
+        self._wanted = self.manifest.indices(split)
+        self._follow = follow and not isinstance(library, KinematicLibrary) and Path(library).is_dir()
+        self._follow_every = follow_every
+        self._draws = 0
+        self._n_shards = -1
+        if isinstance(library, KinematicLibrary):
+            self.library_path = "<in memory>"
+            self._set_library(library)
+        else:
+            self.library_path = str(library)
+            self.reload()
+
+    def _shard_count(self) -> int:
+        return len(list(Path(self.library_path).glob("shard_*.h5"))) if Path(self.library_path).is_dir() else 1
+
+    def reload(self) -> bool:
+        """Re-read the library if its folder holds new shards; returns whether it changed."""
+        n = self._shard_count()
+        if n == self._n_shards:
+            return False
+        self._n_shards = n
+        self._set_library(KinematicLibrary.load(self.library_path, materials=self._wanted))
+        return True
+
+    def _set_library(self, library: KinematicLibrary) -> None:
+        self.library = library
+        self.materials = np.array([m for m in self._wanted if library.has(m)], dtype=np.int64)
+        if len(self.materials) == 0:
+            raise ValueError(f"no material of split {self.split!r} is in the library {self.library_path}")
+        self.space_group = self.manifest["space_group"][self.materials].astype(np.int64)
+        self.crystal_system = self.manifest["crystal_system"][self.materials].astype(np.int64)
+        self.weights = balanced_weights(self.space_group, self.balance_power)
 
     def __len__(self) -> int:
         return len(self.materials)
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """``n`` patterns: pointlists (direct beam first), crystal-system codes, space-group numbers."""
+        self._draws += 1
+        if self._follow and self._draws % self._follow_every == 0 and self.reload():
+            logger.info("library now holds %d %s materials", len(self.materials), self.split)
         pick = rng.choice(len(self.materials), size=n, p=self.weights)
         return self.patterns(pick, rng)
 

@@ -327,7 +327,7 @@ class Trainer:
                     "threads": torch.get_num_threads(),
                     "world_size": self.world,
                 },
-                "data": self.data_manifest,
+                "data": self.source.describe() if hasattr(self.source, "describe") else self.data_manifest,
             },
             **card,
         )
@@ -404,7 +404,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "command resumes from <run-dir>/checkpoint.pt. Under torchrun it trains with DDP."
     )
     parser.add_argument("--library", required=True, help="kinematic structure-factor library (HDF5) from `py4dstem-gnn simulate kinematic-library`")
-    parser.add_argument("--manifest", default="data/manifest.csv", help="structure manifest with the train/val/test split")
+    parser.add_argument("--manifest", default=None, help="structure manifest with the train/val/test split (default: the committed data/manifest.csv.gz)")
     parser.add_argument("--val-set", action="append", default=[], metavar="NAME=PATH", help="stored pattern set(s) for validation (HDF5); the first selects the best weights")
     parser.add_argument("--val-kinematic", type=int, default=1000, metavar="N", help="also validate on N validation-split materials x 2 augmented kinematic patterns (0: off)")
     parser.add_argument("--run-dir", default=d.run_dir)
@@ -416,6 +416,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     parser.add_argument("--no-bf16", action="store_true", help="train in float32")
+    parser.add_argument("--follow-library", action="store_true", help="pick up library shards written while training runs")
     parser.add_argument("--no-augment", action="store_true", help="switch the realism augmentations off")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--eval-every", type=int, default=d.eval_every)
@@ -452,7 +453,7 @@ def run_cli(args: argparse.Namespace) -> int:
         threads=args.threads,
         model=json.loads(args.model),
     )
-    source = KinematicSource(args.library, args.manifest, split="train", augment=not args.no_augment, balance_power=cfg.balance_power)
+    source = KinematicSource(args.library, args.manifest, split="train", augment=not args.no_augment, balance_power=cfg.balance_power, follow=args.follow_library)
     validation = load_validation_sets(args.val_set)
     if args.val_kinematic:
         val_source = KinematicSource(args.library, args.manifest, split="val", augment=not args.no_augment)

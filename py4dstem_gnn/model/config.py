@@ -86,8 +86,8 @@ class ModelConfig:
     n_rbf: int = 16
     rbf_cutoff: float = 4.0
     max_spots: int = 64
-    feature_mean: tuple[float, ...] = field(default=(0.9, 0.0, 0.0, 0.15, -1.6))
-    feature_std: tuple[float, ...] = field(default=(0.45, 0.7, 0.7, 0.22, 1.0))
+    feature_mean: tuple[float, ...] = field(default=(0.896, 0.0, 0.0, 0.163, -1.07))
+    feature_std: tuple[float, ...] = field(default=(0.398, 0.707, 0.707, 0.205, 0.529))
     n_crystal_systems: int = 7
     n_space_groups: int = 230
 
