@@ -23,7 +23,7 @@ batch). Per pattern, in this order:
    a detector cut-off drawn uniformly in ``q_max_range``.
 5. **Spurious spots** -- a Poisson number (mean ``spurious_rate``) of false detections,
    uniform in the disk of the pattern's largest ``|q|``, with intensities up to
-   ``spurious_intensity`` times the median diffracted intensity.
+   ``spurious_intensity`` times the typical (geometric-mean) diffracted intensity.
 
 The direct beam (the spot within ``direct_beam_tolerance`` of ``q = 0``) is never
 dropped. **Thickness variation** is approximated kinematically, in the sampler rather
@@ -73,7 +73,8 @@ class AugmentConfig:
     spurious_rate : float
         Mean number of spurious spots per pattern.
     spurious_intensity : float
-        Spurious intensities are uniform in ``[0, spurious_intensity] * median``.
+        Spurious intensities are uniform in ``[0, spurious_intensity] * typical`` (geometric mean of
+        the diffracted intensities).
     direct_beam_tolerance : float
         Spots closer than this to ``q = 0`` (before augmentation) count as the direct beam.
     """
@@ -197,14 +198,14 @@ def augment_pointlists(
     r_all = np.hypot(q[:, 0], q[:, 1])
     rmax = np.zeros(B)
     np.maximum.at(rmax, seg[keep], r_all[keep])
-    med = np.ones(B)
+    # typical diffracted intensity of each pattern: geometric mean of the kept diffracted spots
+    dsel = keep & ~is_beam & (inten > 0)
+    nd = np.bincount(seg[dsel], minlength=B)
+    logsum = np.bincount(seg[dsel], weights=np.log(inten[dsel]), minlength=B)
+    med = np.where(nd > 0, np.exp(logsum / np.maximum(nd, 1)), imax_safe)
     sp_seg = np.repeat(np.arange(B), n_sp)
     n_tot = int(n_sp.sum())
     if n_tot:
-        # median of diffracted intensities per pattern (patterns with spurious spots only)
-        for b in np.unique(sp_seg):
-            vals = inten[(seg == b) & keep & ~is_beam]
-            med[b] = np.median(vals) if len(vals) else imax_safe[b]
         rad = np.sqrt(rng.random(n_tot)) * np.maximum(rmax[sp_seg], 0.3)
         ang = rng.uniform(0, 2 * np.pi, n_tot)
         sp = np.stack([rad * np.cos(ang), rad * np.sin(ang),

@@ -65,6 +65,7 @@ __all__ = [
     "kinematic_entry",
     "build_kinematic_library",
     "sample_kinematic",
+    "sample_batch",
     "kinematic_pattern_py4dstem",
     "bloch_pattern",
     "bloch_patterns_for_material",
@@ -407,6 +408,42 @@ def sample_kinematic(
     return out
 
 
+def sample_batch(
+    library: KinematicLibrary,
+    materials: Sequence[int] | np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+    augment: bool = True,
+    thickness_variation: bool = True,
+    augment_config=None,
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """One training batch of fresh kinematic patterns (the usual training entry point).
+
+    Draws ``batch_size`` materials uniformly from ``materials`` (restricted to those in
+    the library), uniform random orientations, per-pattern excitation-error widths
+    (thickness variation, if ``thickness_variation``), and applies the realism
+    augmentations of :mod:`py4dstem_gnn.augment` (if ``augment``).
+
+    Returns
+    -------
+    (pointlists, materials, rotations)
+        List of (n_i, 3) float32 arrays, (B,) material ids (look the labels up in the
+        manifest), (B, 3, 3) orientation matrices.
+    """
+    from py4dstem_gnn.augment import augment_pointlists, random_excitation_sigma
+
+    pool = np.intersect1d(np.asarray(materials, dtype=np.int64), library.material)
+    if len(pool) == 0:
+        raise ValueError("none of the requested materials is in the library")
+    mats = rng.choice(pool, batch_size)
+    R = random_rotations(batch_size, rng)
+    sigma = random_excitation_sigma(batch_size, rng) if thickness_variation else SIGMA_EXCITATION_ERROR
+    pls = sample_kinematic(library, mats, R, sigma_excitation_error=sigma)
+    if augment:
+        pls = augment_pointlists(pls, rng, augment_config)
+    return pls, mats, R
+
+
 def kinematic_pattern_py4dstem(
     crystal,
     orientation_matrix: np.ndarray,
@@ -632,7 +669,7 @@ def build_kinematic_library(
 # --------------------------------------------------------------------------- Bloch wave
 
 #: Default largest number of beams in one Bloch-wave eigen-problem (cost ~ n^3).
-MAX_BEAMS: int = 400
+MAX_BEAMS: int = 500
 #: Default detection threshold of Bloch-wave spots (fraction of the incident intensity).
 BLOCH_TOL_INTENSITY: float = 1e-4
 
@@ -722,24 +759,36 @@ def bloch_pattern(crystal, orientation_matrix: np.ndarray, params: BlochParams |
 
 
 def bloch_patterns_for_material(
-    crystal, material: int, n_orientations: int, seed: int, params: BlochParams | None = None
+    crystal, material: int, n_orientations: int, seed: int, params: BlochParams | None = None,
+    prepared: bool = False,
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray] | None:
     """Seeded Bloch-wave patterns of one material.
 
     Orientations come from :func:`material_rng` ``(seed, material, "bloch")``, so they do
-    not depend on chunking or run order. Returns ``None`` (material skipped) if any
-    orientation needs more than ``params.max_beams`` beams.
+    not depend on chunking or run order. The beams are selected first (cheap,
+    kinematic); if any orientation needs more than ``params.max_beams`` beams the
+    material is skipped (``None``) before the costly dynamical structure factors.
+
+    Parameters
+    ----------
+    crystal : py4DSTEM Crystal
+        Fresh, or prepared by :func:`prepare_bloch_crystal` (then pass ``prepared=True``).
 
     Returns
     -------
     (pointlists, orientations, n_beams) or None
     """
     p = params or BlochParams()
+    if not prepared:
+        crystal.setup_diffraction(p.voltage)
+        crystal.calculate_structure_factors(p.k_max)
     R = random_rotations(n_orientations, material_rng(seed, material, "bloch"))
     beams = [bloch_beams(crystal, r, p) for r in R]
     n_beams = np.array([b.data.shape[0] for b in beams])
     if n_beams.max(initial=0) > p.max_beams:
         return None
+    if not prepared:
+        prepare_bloch_crystal(crystal, p)
     pls = [bloch_pattern(crystal, r, p, b) for r, b in zip(R, beams)]
     return pls, R, n_beams
 
@@ -765,8 +814,7 @@ def _bloch_shard_task(index: int, chunk: Sequence[int], out_dir: str, n_orientat
             sg = int(manifest["space_group"][m])
         else:
             cell, sg = cells[m]
-        crystal = prepare_bloch_crystal(cell.to_crystal(), p)
-        res = bloch_patterns_for_material(crystal, m, n_orientations, seed, p)
+        res = bloch_patterns_for_material(cell.to_crystal(), m, n_orientations, seed, p)
         if res is None:
             skipped.append(m)
             continue
