@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"py4dstem-gnn {known.command}", description=help_text)
     module.configure_parser(sub)
     args = sub.parse_args(rest)
-    level = logging.WARNING - 10 * min(known.verbose + 1, 2)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(known.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     return int(module.run_cli(args) or 0)
 
