@@ -49,8 +49,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Token budget (patterns × padded spots per batch) on the CPU. Measured on the
-#: 2-core development machine: throughput is flat from ~8k tokens upwards.
-CPU_TOKEN_BUDGET: int = 16384
+#: 2-core development machine (benchmarks/results/inference.md): smaller batches
+#: stay in cache; throughput drops above ~4k tokens.
+CPU_TOKEN_BUDGET: int = 4096
 #: Token budget on CUDA when the free memory cannot be queried.
 CUDA_TOKEN_BUDGET: int = 1 << 20
 #: Largest number of patterns in one automatic batch.
