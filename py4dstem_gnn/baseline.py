@@ -199,7 +199,7 @@ def radial_angular_coefficients(
     pointlists: Sequence[np.ndarray],
     config: FeaturizerConfig | None = None,
     *,
-    chunk_size: int = 4096,
+    chunk_size: int = 256,
     progress: bool = False,
     return_counts: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -247,7 +247,7 @@ def featurize(
     pointlists: Sequence[np.ndarray],
     config: FeaturizerConfig | None = None,
     *,
-    chunk_size: int = 4096,
+    chunk_size: int = 256,
     progress: bool = False,
     return_counts: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:

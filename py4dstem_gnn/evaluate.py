@@ -352,12 +352,13 @@ def score(
 def train_rf(
     *,
     library: str | None = None,
-    manifest: str = "data/manifest.csv",
+    manifest: str | None = None,
     n_patterns: int = 20000,
     train_sets: Sequence[str] = (),
     seed: int = 0,
     n_jobs: int = 1,
     augment: bool = True,
+    balance_power: float = 0.5,
     chunk: int = 2000,
     progress: bool = True,
     **rf_kwargs: Any,
@@ -368,11 +369,12 @@ def train_rf(
     ----------
     library : str, optional
         Kinematic structure-factor library; ``n_patterns`` patterns are drawn from
-        ``py4dstem_gnn.sources.KinematicSource(library, manifest, split="train", augment=augment)``,
-        the source the model trains on (same materials, sampling and augmentations), with
+        ``py4dstem_gnn.sources.KinematicSource(library, manifest, split="train", augment=augment,
+        balance_power=balance_power)``, the source the model trains on (same materials,
+        class-balanced sampling, excitation-error spread and augmentations), with
         ``numpy.random.default_rng(seed)``.
-    manifest : str
-        Structure manifest holding the train/val/test split.
+    manifest : str, optional
+        Structure manifest holding the train/val/test split (default: the committed one).
     n_patterns : int
         Patterns drawn from the library.
     train_sets : sequence of str
@@ -381,6 +383,8 @@ def train_rf(
         Seed of the draw and of the forests; scikit-learn jobs.
     augment : bool
         Apply the model's realism augmentations to the drawn patterns.
+    balance_power : float
+        Class-balancing exponent of the material sampling (the model's default, 0.5).
     chunk : int
         Patterns drawn and featurised per step (bounds memory: the forests only see features).
     progress : bool
@@ -403,7 +407,8 @@ def train_rf(
 
         from .sources import KinematicSource
 
-        source = KinematicSource(library, manifest, split="train", augment=augment)
+        source = KinematicSource(library, manifest, split="train", augment=augment,
+                                 balance_power=balance_power)
         rng = np.random.default_rng(seed)
         with tqdm(total=n_patterns, desc="RF training patterns", disable=not progress) as bar:
             done = 0
@@ -416,7 +421,8 @@ def train_rf(
                 done += m
                 bar.update(m)
         desc = {"kind": "kinematic library (model's training source)", "library": str(library),
-                "manifest": str(manifest), "split": "train", "augment": bool(augment),
+                "manifest": str(manifest or "committed default"), "split": "train",
+                "augment": bool(augment), "balance_power": float(balance_power),
                 "n_patterns": int(n_patterns), "seed": int(seed)}
         if hasattr(source, "describe"):
             try:
@@ -870,7 +876,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rf-train-library", default=None,
                         help="kinematic structure-factor library: train the RF on patterns of the training "
                         "materials drawn from the model's training source")
-    parser.add_argument("--manifest", default="data/manifest.csv", help="structure manifest with the splits")
+    parser.add_argument("--manifest", default=None, help="structure manifest with the splits (default: the committed one)")
     parser.add_argument("--rf-train-patterns", type=int, default=20000, help="patterns drawn from the library")
     parser.add_argument("--rf-train-set", action="append", default=[], metavar="PATH",
                         help="stored pattern set(s) of training materials to train the RF on (repeatable)")
