@@ -202,3 +202,29 @@ def test_aggregate_views_identity_and_errors():
 def test_consistent_labels_empty():
     cs, sg, conf = consistent_labels(np.zeros((0, 7)), np.zeros((0, 230)))
     assert cs.shape == sg.shape == conf.shape == (0,)
+
+
+def test_cuda_oom_halves_the_batch(monkeypatch):
+    """A CUDA out-of-memory error splits the batch and retries (simulated on the CPU)."""
+    from py4dstem_gnn import inference
+
+    calls: list[int] = []
+
+    def fake_run_batch(net, spot_lists, max_spots, device, autocast):
+        calls.append(len(spot_lists))
+        if len(spot_lists) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        n = len(spot_lists)
+        cs = np.zeros((n, 7), np.float32)
+        cs[np.arange(n), [len(s) % 7 for s in spot_lists]] = 1.0
+        return cs, np.full((n, 230), 1 / 230, np.float32)
+
+    monkeypatch.setattr(inference, "_run_batch", fake_run_batch)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    lists = [np.zeros((k, 3), np.float32) for k in range(19)]
+    cs_p, sg_p = inference._predict_spot_lists(lists, SpotCountModel(), torch.device("cuda"), batch_size=16)
+    assert calls[0] == 16 and max(calls[1:]) <= 8
+    np.testing.assert_array_equal(cs_p.argmax(1), np.arange(19) % 7)
+    # on the CPU the error is not swallowed
+    with pytest.raises(torch.OutOfMemoryError):
+        inference._predict_spot_lists(lists, SpotCountModel(), torch.device("cpu"), batch_size=16)
