@@ -176,10 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_example(
-        args.output_dir, model=args.model, scan_shape=tuple(args.scan), qshape=tuple(args.detector),
-        device=args.device, seed=args.seed, progress=not args.no_progress,
-    )
+    try:
+        run_example(
+            args.output_dir, model=args.model, scan_shape=tuple(args.scan), qshape=tuple(args.detector),
+            device=args.device, seed=args.seed, progress=not args.no_progress,
+        )
+    except FileNotFoundError as err:
+        logger.error("cannot load the model: %s", err)
+        logger.error("install the package with its shipped weights, or pass --model PATH/TO/weights.safetensors")
+        return 1
     return 0
 
 
