@@ -1,0 +1,67 @@
+"""PatternSet: construction, atomic HDF5 round trip, subsets."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from py4dstem_gnn.dataset import PatternSet
+
+
+def _set(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    pls = [rng.normal(size=(int(k), 3)).astype(np.float32) for k in rng.integers(0, 7, n)]
+    sg = rng.integers(1, 231, n)
+    R = np.stack([np.linalg.qr(rng.normal(size=(3, 3)))[0] for _ in range(n)])
+    return PatternSet.from_pointlists(pls, np.arange(n) * 10, sg, orientation=R, attrs={"method": "test", "k": 2.0}), pls
+
+
+def test_from_pointlists_and_access():
+    ps, pls = _set()
+    assert len(ps) == 5
+    for a, b in zip(ps.pointlists, pls):
+        assert np.array_equal(a, b)
+    assert np.array_equal(ps[3], pls[3]) and np.array_equal(ps[-1], pls[-1])
+    assert ps.crystal_system.dtype == np.int8 and ps.space_group.dtype == np.int16
+    assert np.array_equal(ps.n_spots, [len(p) for p in pls])
+
+
+def test_hdf5_roundtrip_follows_contract(tmp_path):
+    ps, _ = _set(7)
+    path = ps.to_hdf5(tmp_path / "set.h5")
+    assert not list(tmp_path.glob("*.tmp*"))
+    with h5py.File(path) as h:
+        g = h["patterns"]
+        assert g["spots"].dtype == np.float32 and g["spots"].shape[1] == 3
+        assert g["offsets"].dtype == np.int64 and g["offsets"].shape == (8,)
+        assert g["material"].dtype == np.int64
+        assert g["space_group"].dtype == np.int16 and g["crystal_system"].dtype == np.int8
+        assert g["orientation"].shape == (7, 3, 3) and g["orientation"].dtype == np.float32
+    r = PatternSet.from_hdf5(path)
+    for name in ("spots", "offsets", "material", "space_group", "crystal_system", "orientation"):
+        assert np.array_equal(getattr(r, name), getattr(ps, name)), name
+    assert r.attrs == {"method": "test", "k": 2.0}
+
+
+@pytest.mark.parametrize("idx", [[4, 0, 2], np.array([True, False, True, False, True]), slice(1, 4), []])
+def test_subset(idx):
+    ps, pls = _set()
+    sub = ps.subset(idx)
+    sel = np.arange(5)[idx] if not isinstance(idx, list) else np.array(idx, dtype=int)
+    assert len(sub) == len(sel)
+    for k, i in enumerate(sel):
+        assert np.array_equal(sub[k], pls[i])
+        assert sub.material[k] == ps.material[i]
+        assert np.array_equal(sub.orientation[k], ps.orientation[i])
+
+
+def test_concatenate_and_bad_offsets():
+    a, pa = _set(3, 1)
+    b, pb = _set(2, 2)
+    c = PatternSet.concatenate([a, b])
+    assert len(c) == 5
+    for x, y in zip(c.pointlists, pa + pb):
+        assert np.array_equal(x, y)
+    with pytest.raises(ValueError):
+        PatternSet(np.zeros((3, 3)), np.array([0, 2]), [0], [1], [0])

@@ -1,0 +1,235 @@
+"""Simulation: kinematic sampler vs py4DSTEM, library I/O, Bloch recipe, stored expected values,
+SIGKILL-interrupted shard runs that resume identically, augmentations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from py4dstem_gnn import simulate as S
+from py4dstem_gnn.augment import AugmentConfig, augment_pointlists, random_excitation_sigma
+from py4dstem_gnn.dataset import PatternSet
+from _crystals import CELLS, au
+
+EXPECTED = Path(__file__).parent / "data" / "expected_patterns.h5"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _sorted(p):
+    p = np.asarray(p, dtype=np.float64)
+    return p[np.lexsort((p[:, 1].round(6), p[:, 0].round(6)))]
+
+
+@pytest.fixture(scope="module")
+def library():
+    entries = [S.kinematic_entry(CELLS[m][0].to_crystal()) for m in sorted(CELLS)]
+    return S.KinematicLibrary.from_entries(sorted(CELLS), entries, {"k_max": S.K_MAX})
+
+
+def test_random_rotations_are_uniform_rotations():
+    R = S.random_rotations(20000, np.random.default_rng(0))
+    assert np.allclose(R @ R.transpose(0, 2, 1), np.eye(3), atol=1e-10)
+    assert np.allclose(np.linalg.det(R), 1)
+    # Haar measure: every matrix element has mean 0 and variance 1/3
+    assert np.all(np.abs(R.mean(0)) < 0.02)
+    assert np.allclose(R.var(0), 1 / 3, atol=0.02)
+    assert np.array_equal(S.random_rotations(3, S.material_rng(0, 5, "bloch")),
+                          S.random_rotations(3, S.material_rng(0, 5, "bloch")))
+
+
+@pytest.mark.parametrize("material", sorted(CELLS))
+@pytest.mark.parametrize("sigma, k_max", [(0.02, None), (0.035, 1.5)])
+def test_sampler_matches_py4dstem(library, material, sigma, k_max):
+    crystal = CELLS[material][0].to_crystal()
+    crystal.calculate_structure_factors(S.K_MAX)
+    R = S.random_rotations(4, np.random.default_rng(material))
+    mine = S.sample_kinematic(library, [material] * 4, R, sigma_excitation_error=sigma, k_max=k_max)
+    for r, p in zip(R, mine):
+        ref = S.kinematic_pattern_py4dstem(crystal, r, sigma_excitation_error=sigma, k_max=k_max)
+        assert p.shape == ref.shape
+        assert np.allclose(p[0], [0, 0, ref[np.all(ref[:, :2] == 0, axis=1), 2][0]], rtol=1e-5)
+        a, b = _sorted(p), _sorted(ref)
+        assert np.allclose(a[:, :2], b[:, :2], atol=1e-5)
+        assert np.allclose(a[:, 2], b[:, 2], rtol=1e-3, atol=1e-9)
+
+
+def test_primitive_cell_gives_the_same_kinematic_pattern():
+    pytest.importorskip("spglib")
+    c = au()
+    from py4dstem_gnn.structures import standard_cell
+
+    prim = standard_cell(c.lattice, c.positions, c.numbers, primitive=True)
+    conv = standard_cell(c.lattice, c.positions, c.numbers, primitive=False)
+    lib = S.KinematicLibrary.from_entries([0, 1], [S.kinematic_entry(prim.to_crystal()),
+                                                   S.kinematic_entry(conv.to_crystal())])
+    R = S.random_rotations(3, np.random.default_rng(1))
+    for r in R:
+        a, b = S.sample_kinematic(lib, [0, 1], np.stack([r, r]))
+        assert np.allclose(_sorted(a), _sorted(b), rtol=1e-4, atol=1e-6)
+
+
+def test_library_roundtrip_and_subsetting(library, tmp_path):
+    library.write(tmp_path / "shard_00000.h5")
+    back = S.KinematicLibrary.load(tmp_path)
+    assert np.array_equal(back.material, library.material)
+    assert np.array_equal(back.hkl, library.hkl) and np.array_equal(back.intensity, library.intensity)
+    only = S.KinematicLibrary.load(tmp_path / "shard_00000.h5", materials=[2])
+    assert list(only.material) == [2]
+    g, inten = only.g_vectors(2)
+    assert np.allclose(np.sort(np.linalg.norm(g, axis=1))[:1], 0)
+    rng = np.random.default_rng(0)
+    pls, mats, R = S.sample_batch(back, [1, 2, 99], 16, rng)
+    assert len(pls) == 16 and set(mats) <= {1, 2}
+
+
+def test_bloch_pattern_follows_recipe():
+    """bloch_pattern = the documented py4DSTEM calls, spots above the threshold, 000 first."""
+    R = S.random_rotations(1, np.random.default_rng(3))[0]
+    xtal = S.prepare_bloch_crystal(CELLS[2][0].to_crystal())
+    mine = S.bloch_pattern(xtal, R)
+    ref = CELLS[2][0].to_crystal()
+    ref.calculate_dynamical_structure_factors(300e3, "WK-CP", k_max=4.0, thermal_sigma=0.08)
+    beams = ref.generate_diffraction_pattern(orientation_matrix=R, sigma_excitation_error=0.02, k_max=2.0)
+    pl = ref.generate_dynamical_diffraction_pattern(beams, thickness=200, zone_axis_cartesian=R[:, 2])
+    d = pl.data
+    keep = d["intensity"] > S.BLOCH_TOL_INTENSITY
+    refp = np.stack([d["qx"][keep], d["qy"][keep], d["intensity"][keep]], 1)
+    assert np.allclose(mine[0, :2], 0)
+    assert np.allclose(_sorted(mine), _sorted(refp), rtol=1e-6, atol=1e-9)
+    assert 0.2 < mine[:, 2].sum() <= 1.0  # absorption loses some of the incident intensity
+
+
+def _regenerate():
+    """The stored slice: kinematic + Bloch patterns of the test crystals, seeded orientations."""
+    lib = S.KinematicLibrary.from_entries(sorted(CELLS), [S.kinematic_entry(CELLS[m][0].to_crystal())
+                                                          for m in sorted(CELLS)])
+    kin, bloch, mats, sgs, Rk, Rb = [], [], [], [], [], []
+    for m, (cell, sg) in sorted(CELLS.items()):
+        R = S.random_rotations(2, S.material_rng(7, m, "kinematic"))
+        kin += S.sample_kinematic(lib, [m, m], R)
+        Rk.append(R)
+        pls, Rbm, _ = S.bloch_patterns_for_material(cell.to_crystal(), m, 2, 7)
+        bloch += pls
+        Rb.append(Rbm)
+        mats += [m, m]
+        sgs += [sg, sg]
+    return (PatternSet.from_pointlists(kin, mats, sgs, orientation=np.concatenate(Rk)),
+            PatternSet.from_pointlists(bloch, mats, sgs, orientation=np.concatenate(Rb)))
+
+
+def test_small_slice_matches_stored_expected_values():
+    kin, bloch = _regenerate()
+    if os.environ.get("PY4DSTEM_GNN_REGEN_EXPECTED"):
+        kin.to_hdf5(EXPECTED, group="kinematic")
+        import h5py
+
+        tmp = EXPECTED.with_name("bloch.tmp.h5")
+        bloch.to_hdf5(tmp, group="bloch")
+        with h5py.File(tmp) as src, h5py.File(EXPECTED, "a") as dst:
+            src.copy("bloch", dst)
+        tmp.unlink()
+    for name, new in (("kinematic", kin), ("bloch", bloch)):
+        old = PatternSet.from_hdf5(EXPECTED, group=name)
+        assert len(old) == len(new)
+        assert np.array_equal(old.material, new.material)
+        assert np.allclose(old.orientation, new.orientation, atol=1e-6)
+        for a, b in zip(old.pointlists, new.pointlists):
+            assert a.shape == b.shape, name
+            assert np.allclose(_sorted(a), _sorted(b), rtol=1e-4, atol=1e-7), name
+
+
+def test_beam_budget_skips_material(tmp_path):
+    p = S.BlochParams(max_beams=10)
+    paths = S.simulate_bloch_set([0, 2], tmp_path, n_orientations=1, params=p, chunk_size=2,
+                                 cells=CELLS, progress=False)
+    ps, extras = S.read_shards(paths)
+    assert len(ps) == 0 and sorted(extras["skipped"]) == [0, 2]
+
+
+_RUN = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
+    from py4dstem_gnn import simulate as S
+    from _crystals import CELLS
+    cells = {{k: CELLS[k % 3] for k in range(6)}}
+    S.simulate_bloch_set(list(range(6)), sys.argv[1], n_orientations=2, seed=3, chunk_size=1,
+                         cells=cells, progress=False)
+""")
+
+
+def test_interrupted_bloch_run_resumes_identically(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_RUN.format(repo=str(REPO), tests=str(REPO / "tests")))
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    a, b = tmp_path / "interrupted", tmp_path / "clean"
+    proc = subprocess.Popen([sys.executable, str(script), str(a)], env=env, cwd=REPO)
+    t0 = time.time()
+    while not S.shard_path(a, 1).exists() and time.time() - t0 < 120:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = sorted(p.name for p in a.glob("shard_*.h5"))
+    assert 2 <= len(done_before) < 6, done_before
+    # the stray temporary file of the killed shard (if any) never looks like a finished shard
+    subprocess.run([sys.executable, str(script), str(a)], env=env, cwd=REPO, check=True)
+    subprocess.run([sys.executable, str(script), str(b)], env=env, cwd=REPO, check=True)
+    assert not list(a.glob("*.tmp*"))
+    pa, ea = S.read_shards(sorted(a.glob("shard_*.h5")))
+    pb, eb = S.read_shards(sorted(b.glob("shard_*.h5")))
+    assert len(pa) == len(pb) == 12
+    assert np.array_equal(np.bincount(pa.material), [2] * 6)  # no duplicates, nothing missing
+    assert np.array_equal(pa.material, pb.material)
+    assert np.array_equal(pa.orientation, pb.orientation)
+    assert np.array_equal(pa.offsets, pb.offsets) and np.array_equal(pa.spots, pb.spots)
+    out = S.merge_shards(a, tmp_path / "merged.h5")
+    merged = PatternSet.from_hdf5(out)
+    assert len(merged) == 12 and merged.attrs["n_shards"] == 6
+
+
+def test_augmentations_are_seeded_and_sane(library):
+    rng = np.random.default_rng(0)
+    R = S.random_rotations(64, rng)
+    mats = rng.integers(0, 3, 64)
+    pls = S.sample_kinematic(library, mats, R, sigma_excitation_error=random_excitation_sigma(64, rng))
+    a = augment_pointlists(pls, np.random.default_rng(5))
+    b = augment_pointlists(pls, np.random.default_rng(5))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    for src, out in zip(pls, a):
+        assert out.dtype == np.float32 and out.shape[1] == 3
+        assert np.hypot(*out[0, :2]) < 0.05  # direct beam kept, first
+        assert np.all(np.isfinite(out))
+    off = AugmentConfig(scale_error=0, ellipticity=0, rotation_deg=0, jitter=0, gamma_range=(1, 1),
+                        intensity_noise=0, weak_threshold=(0, 0), dropout=0, q_max_range=None, spurious_rate=0)
+    same = augment_pointlists(pls, np.random.default_rng(1), off)
+    for src, out in zip(pls, same):
+        assert np.allclose(out, src, rtol=1e-6, atol=1e-9)
+    # scale error only: radii scale by at most 2 %
+    scale = AugmentConfig(**{**off.to_dict(), "scale_error": 0.02})
+    for src, out in zip(pls, augment_pointlists(pls, np.random.default_rng(2), scale)):
+        r0, r1 = np.hypot(*src[1:, :2].T), np.hypot(*out[1:, :2].T)
+        ratio = r1 / r0
+        assert np.allclose(ratio, ratio[0]) and abs(ratio[0] - 1) <= 0.02 + 1e-6
+
+
+def test_cli_parsers():
+    import argparse
+
+    from py4dstem_gnn import structures
+
+    p = argparse.ArgumentParser()
+    S.configure_parser(p)
+    args = p.parse_args(["bloch", "--out-dir", "x", "--n-materials", "5"])
+    assert args.simulate_command == "bloch" and args.orientations == 10 and args.split == "test"
+    q = argparse.ArgumentParser()
+    structures.configure_parser(q)
+    assert q.parse_args([]).seed == 0
+    mats = S.select_materials("test", 20, 0)
+    assert len(mats) == 20 and np.array_equal(mats, S.select_materials("test", 20, 0))
