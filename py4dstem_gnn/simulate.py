@@ -682,7 +682,17 @@ BLOCH_TOL_INTENSITY: float = 1e-4
 
 @dataclass
 class BlochParams:
-    """Reference Bloch-wave recipe (defaults: the paper's)."""
+    """Reference Bloch-wave recipe (defaults: the paper's) and this package's budget settings.
+
+    ``g_vec_precision`` is passed to py4DSTEM's ``calculate_dynamical_structure_factors``:
+    rounding ``|g|`` to 3 decimals lets py4DSTEM cache the Weickenmeier-Kohl absorptive
+    form factors, which made the set-up 3-7x faster here while changing spot
+    intensities by less than 0.1 % of the brightest spot (measured on three test
+    materials); ``None`` gives the unrounded calculation. ``beam_tol_intensity`` is the
+    kinematic intensity above which a reflection becomes a beam, ``tol_intensity`` the
+    detection threshold of the output (fraction of the incident intensity),
+    ``max_beams`` the largest eigen-problem allowed.
+    """
 
     voltage: float = VOLTAGE
     potential: str = POTENTIAL
@@ -694,11 +704,12 @@ class BlochParams:
     beam_tol_intensity: float = TOL_INTENSITY
     tol_intensity: float = BLOCH_TOL_INTENSITY
     max_beams: int = MAX_BEAMS
+    g_vec_precision: int | None = 3
 
     def attrs(self) -> dict:
         import py4DSTEM
 
-        d = {k: v for k, v in self.__dict__.items()}
+        d = {k: (-1 if v is None else v) for k, v in self.__dict__.items()}
         d.update(method="bloch", py4DSTEM_version=py4DSTEM.__version__,
                  thickness_unit="Angstrom", k_max_unit="1/Angstrom")
         return d
@@ -716,7 +727,8 @@ def prepare_bloch_crystal(crystal, params: BlochParams | None = None):
     crystal.calculate_structure_factors(p.k_max)
     with contextlib.redirect_stdout(io.StringIO()):  # py4DSTEM prints a warning here
         crystal.calculate_dynamical_structure_factors(
-            p.voltage, p.potential, k_max=2 * p.k_max, thermal_sigma=p.thermal_sigma
+            p.voltage, p.potential, k_max=2 * p.k_max, thermal_sigma=p.thermal_sigma,
+            g_vec_precision=p.g_vec_precision,
         )
     return crystal
 
@@ -1004,6 +1016,8 @@ def configure_parser(parser) -> None:
     b.add_argument("--thickness", type=float, default=THICKNESS, help="foil thickness in Angstrom (default: 200)")
     b.add_argument("--max-beams", type=int, default=MAX_BEAMS,
                    help="skip materials needing more beams than this in any orientation (default: %(default)s)")
+    b.add_argument("--g-vec-precision", type=int, default=3,
+                   help="py4DSTEM g_vec_precision for the form-factor cache (default 3; -1: unrounded)")
     b.add_argument("--out-dir", required=True, help="shard directory")
     b.add_argument("--merge-to", default=None, help="after the run, merge finished shards into this .h5 file")
     b.add_argument("--chunk-size", type=int, default=10, help="materials per shard (default: 10)")
@@ -1039,7 +1053,8 @@ def run_cli(args) -> int:
         return 0
     if cmd == "bloch":
         mats = select_materials(args.split, args.n_materials, args.seed, args.manifest)
-        params = BlochParams(thickness=args.thickness, max_beams=args.max_beams)
+        params = BlochParams(thickness=args.thickness, max_beams=args.max_beams,
+                             g_vec_precision=None if args.g_vec_precision < 0 else args.g_vec_precision)
         paths = simulate_bloch_set(mats, args.out_dir, args.orientations, args.seed, params, args.chunk_size,
                                    args.workers, args.dask_address, args.manifest, args.db,
                                    progress=not args.no_progress, deadline=args.stop_at)
