@@ -383,28 +383,32 @@ def sample_kinematic(
         inv2sig2 = 1.0 / (2.0 * sigma**2)
         i = library.row_of(m)
         a, b = library.offsets[i], library.offsets[i + 1]
-        M = (library.lat_inv[i] @ R).astype(np.float32)  # hkl @ M = g in the lab frame (rows)
-        hkl = library.hkl[a + 1:b]
-        gz = hkl @ M[:, 2]
-        cand = np.flatnonzero(np.abs(gz) <= gz_bound)
-        g = hkl[cand] @ M  # (c, 3)
-        g = np.concatenate([g, -g]).astype(np.float64)
-        inten = np.concatenate([library.intensity[a + 1:b][cand]] * 2).astype(np.float64)
+        M = library.lat_inv[i] @ R  # hkl @ M = g in the lab frame (rows)
+        gz32 = library.hkl[a + 1:b] @ M[:, 2].astype(np.float32)
+        cand = np.flatnonzero(np.abs(gz32) <= gz_bound) + (a + 1)
+        g = library.hkl[cand].astype(np.float64) @ M  # (c, 3); the Friedel mate is -g
+        gz = g[:, 2]
         g2 = np.einsum("ij,ij->i", g, g)
-        s = (2 * g[:, 2] - lam * g2) / (2 - 2 * lam * g[:, 2])
-        keep = np.abs(s) <= s_max
-        if k_max is not None:
-            keep &= g2 <= kmax2
-        w = inten[keep] * np.exp(-(s[keep] ** 2) * inv2sig2)
-        det = w > tol_intensity
-        gk = g[keep][det]
+        inten = library.intensity[cand].astype(np.float64)
+        parts = []
+        for sign in (1.0, -1.0):
+            s = (2 * sign * gz - lam * g2) / (2 - 2 * lam * sign * gz)
+            ok = np.abs(s) <= s_max
+            if k_max is not None:
+                ok &= g2 <= kmax2
+            idx = np.flatnonzero(ok)
+            w = inten[idx] * np.exp(-(s[idx] ** 2) * inv2sig2)
+            det = w > tol_intensity
+            parts.append((sign * g[idx[det], :2], w[det]))
         n0 = 1 if (direct_beam and library.intensity[a] > tol_intensity) else 0
-        pl = np.empty((n0 + len(gk), 3), dtype=np.float32)
+        n1, n2 = len(parts[0][1]), len(parts[1][1])
+        pl = np.empty((n0 + n1 + n2, 3), dtype=np.float32)
         if n0:
             pl[0] = (0.0, 0.0, library.intensity[a])
-        pl[n0:, 0] = gk[:, 0]
-        pl[n0:, 1] = gk[:, 1]
-        pl[n0:, 2] = w[det]
+        pl[n0:n0 + n1, :2] = parts[0][0]
+        pl[n0:n0 + n1, 2] = parts[0][1]
+        pl[n0 + n1:, :2] = parts[1][0]
+        pl[n0 + n1:, 2] = parts[1][1]
         out.append(pl)
     return out
 
