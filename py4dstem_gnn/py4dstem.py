@@ -582,3 +582,78 @@ def classify_braggvectors(
         int(valid.sum()), n_pos, times["model"], times["post"],
     )
     return maps
+
+
+# --------------------------------------------------------------------------------------
+# command line: py4dstem-gnn classify
+# --------------------------------------------------------------------------------------
+
+
+def _find_braggvectors(obj: Any, name: str | None) -> Any:
+    """The BraggVectors in what ``py4DSTEM.read`` returned (itself, or by name in its tree)."""
+    from py4DSTEM import BraggVectors
+
+    if isinstance(obj, BraggVectors) and (name is None or obj.name == name):
+        return obj
+    root = getattr(obj, "root", None) or obj
+    candidates = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, BraggVectors):
+            candidates.append(node)
+        for child in getattr(node, "_branch", {}).values() if hasattr(node, "_branch") else []:
+            walk(child)
+
+    walk(root)
+    if name is not None:
+        candidates = [c for c in candidates if c.name == name]
+    if not candidates:
+        raise ValueError(f"no BraggVectors{' named ' + repr(name) if name else ''} found in the file")
+    if len(candidates) > 1:
+        raise ValueError(f"several BraggVectors in the file ({[c.name for c in candidates]}); choose one with --braggvectors")
+    return candidates[0]
+
+
+def configure_parser(parser: Any) -> None:
+    """Arguments of ``py4dstem-gnn classify``."""
+    parser.add_argument("input", help="py4DSTEM file (EMD/HDF5) holding calibrated BraggVectors")
+    parser.add_argument("-o", "--output", default=None, help="output file (default: <input>_maps.h5)")
+    parser.add_argument("--braggvectors", default=None, help="name of the BraggVectors in the file (if several)")
+    parser.add_argument("--model", default="default", help="weights name or path (default: the shipped weights)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--min-spots", type=int, default=5)
+    parser.add_argument("--median-filter", type=int, default=5)
+    parser.add_argument("--confidence-threshold", type=float, default=0.005)
+    parser.add_argument("--figure", default=None, help="also write the crystal-system figure (PNG) here")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run_cli(args: Any) -> int:
+    """Run ``py4dstem-gnn classify``: read, classify, attach, save (and plot)."""
+    from pathlib import Path
+
+    import py4DSTEM
+
+    obj = py4DSTEM.read(args.input)
+    bv = _find_braggvectors(obj, args.braggvectors)
+    maps = classify_braggvectors(
+        bv,
+        model=args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        min_spots=args.min_spots,
+        median_filter=args.median_filter,
+        confidence_threshold=args.confidence_threshold,
+        progress=not args.no_progress,
+    )
+    bv.attach(maps)
+    out = Path(args.output) if args.output else Path(args.input).with_name(Path(args.input).stem + "_maps.h5")
+    py4DSTEM.save(str(out), bv, mode="o")
+    logger.warning("wrote %s (RealSlice %r attached to the BraggVectors %r)", out, maps.name, bv.name)
+    if args.figure:
+        from .plot import crystal_system_figure
+
+        crystal_system_figure(maps).savefig(args.figure, dpi=120)
+        logger.warning("wrote %s", args.figure)
+    return 0

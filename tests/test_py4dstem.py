@@ -320,3 +320,21 @@ def test_attach_save_read_fresh_interpreter(hand_bv, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "OK" in res.stdout
+
+
+def test_cli_classify(hand_bv, tmp_path, monkeypatch):
+    import argparse
+
+    from py4dstem_gnn import py4dstem as mod
+
+    src = tmp_path / "bv.h5"
+    py4DSTEM.save(str(src), hand_bv.copy(name="braggvectors"), mode="o")
+    parser = argparse.ArgumentParser()
+    mod.configure_parser(parser)
+    args = parser.parse_args([str(src), "--figure", str(tmp_path / "fig.png"), "--no-progress", "--median-filter", "3"])
+    monkeypatch.setattr(args, "model", CountingModel(), raising=False)
+    assert mod.run_cli(args) == 0
+    back = py4DSTEM.read(str(tmp_path / "bv_maps.h5"))
+    maps = back.tree("crystal_maps")
+    assert list(maps.slicelabels) == list(SLICE_LABELS)
+    assert (tmp_path / "fig.png").stat().st_size > 1000
