@@ -238,3 +238,24 @@ def test_cli_parsers():
     assert q.parse_args([]).seed == 0
     mats = S.select_materials("test", 20, 0)
     assert len(mats) == 20 and np.array_equal(mats, S.select_materials("test", 20, 0))
+
+
+def _engine_run(path, **kw):
+    cells = {k: CELLS[k % 3] for k in range(3)}
+    paths = S.simulate_bloch_set(range(3), path, 1, 3, chunk_size=1, cells=cells, progress=False, **kw)
+    return S.read_shards(paths)[0]
+
+
+def test_dask_engine_gives_the_same_shards(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    serial = _engine_run(tmp_path / "serial")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cl:
+        other = _engine_run(tmp_path / "dask", dask_address=cl.scheduler_address)
+    assert np.array_equal(serial.spots, other.spots) and np.array_equal(serial.material, other.material)
+
+
+@pytest.mark.slow
+def test_process_pool_gives_the_same_shards(tmp_path):
+    serial = _engine_run(tmp_path / "serial")
+    other = _engine_run(tmp_path / "mp", workers=2)
+    assert np.array_equal(serial.spots, other.spots) and np.array_equal(serial.material, other.material)
