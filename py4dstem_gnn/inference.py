@@ -42,6 +42,7 @@ __all__ = [
     "predict_pointlists",
     "aggregate_views",
     "resolve_device",
+    "RaggedSpots",
     "consistent_labels",
     "crystal_system_confidence",
 ]
@@ -284,17 +285,94 @@ def _is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
 
 
+@dataclass
+class RaggedSpots:
+    """Diffracted spots of ``n`` patterns as one flat array (no per-pattern objects).
+
+    Attributes
+    ----------
+    spots : numpy.ndarray of float32, shape (total, 3)
+        ``qx, qy, intensity`` of all patterns, pattern after pattern.
+    offsets : numpy.ndarray of int64, shape (n + 1,)
+        Pattern ``i`` is ``spots[offsets[i]:offsets[i + 1]]``.
+    """
+
+    spots: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.offsets.size - 1)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Number of spots of every pattern, (n,)."""
+        return np.diff(self.offsets)
+
+    @classmethod
+    def from_lists(cls, spot_lists: Sequence[np.ndarray]) -> "RaggedSpots":
+        """Concatenate ``(m_i, 3)`` arrays."""
+        arrays = [np.asarray(s, np.float32).reshape(-1, 3) for s in spot_lists]
+        offsets = np.zeros(len(arrays) + 1, np.int64)
+        np.cumsum([len(a) for a in arrays], out=offsets[1:])
+        flat = np.concatenate(arrays) if offsets[-1] else np.zeros((0, 3), np.float32)
+        return cls(flat, offsets)
+
+    def cap(self, max_spots: int) -> "RaggedSpots":
+        """Keep the ``max_spots`` brightest spots of every longer pattern.
+
+        Same selection as :func:`py4dstem_gnn.features.collate` (brightest first,
+        ties broken by radius then angle; kept spots stay in their input order),
+        vectorised over all patterns.
+        """
+        lengths = self.lengths
+        long = np.flatnonzero(lengths > max_spots)
+        if long.size == 0:
+            return self
+        keep = np.ones(len(self.spots), bool)
+        long_len = lengths[long]
+        pattern = np.repeat(long, long_len)  # pattern of every spot of the long patterns
+        first = np.repeat(np.cumsum(long_len) - long_len, long_len)  # group start, compacted
+        local = np.arange(pattern.size) - first  # index of the spot within its pattern
+        idx = np.repeat(self.offsets[long], long_len) + local  # flat index into self.spots
+        sp = self.spots[idx]
+        r = np.hypot(sp[:, 0], sp[:, 1])
+        theta = np.arctan2(sp[:, 1], sp[:, 0])
+        order = np.lexsort((theta, r, -sp[:, 2], pattern))  # grouped by pattern, brightest first
+        rank = np.empty(pattern.size, np.int64)
+        rank[order] = np.arange(pattern.size) - first
+        keep[idx[rank >= max_spots]] = False
+        new_len = lengths.copy()
+        new_len[long] = max_spots
+        offsets = np.zeros_like(self.offsets)
+        np.cumsum(new_len, out=offsets[1:])
+        return RaggedSpots(self.spots[keep], offsets)
+
+    def pad(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded batch of patterns ``idx``: spots (B, N, 3) float32 and mask (B, N).
+
+        ``N = max(1, longest pattern of the batch)``; call :meth:`cap` first to
+        bound it. Equals :func:`py4dstem_gnn.features.collate` of those patterns.
+        """
+        idx = np.asarray(idx, np.int64)
+        lengths = self.offsets[idx + 1] - self.offsets[idx]
+        n = max(1, int(lengths.max()) if lengths.size else 1)
+        cols = np.arange(n)
+        mask = cols[None, :] < lengths[:, None]
+        gather = np.where(mask, self.offsets[idx][:, None] + cols[None, :], 0)
+        out = self.spots[gather] if len(self.spots) else np.zeros(gather.shape + (3,), np.float32)
+        out[~mask] = 0.0
+        return torch.from_numpy(np.ascontiguousarray(out, np.float32)), torch.from_numpy(mask)
+
+
 def _run_batch(
     net: torch.nn.Module,
-    spot_lists: Sequence[np.ndarray],
-    max_spots: int,
+    ragged: RaggedSpots,
+    idx: np.ndarray,
     device: torch.device,
     autocast: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Model forward on one batch of diffracted-spot lists; returns (cs_probs, sg_probs)."""
-    from .features import collate
-
-    spots, mask = collate(spot_lists, max_spots)
+    """Model forward on patterns ``idx``; returns (cs_probs, sg_probs) as numpy."""
+    spots, mask = ragged.pad(idx)
     spots = spots.to(device, non_blocking=True)
     mask = mask.to(device, non_blocking=True)
     if autocast:
@@ -308,7 +386,7 @@ def _run_batch(
 
 
 def _predict_spot_lists(
-    spot_lists: Sequence[np.ndarray],
+    spot_lists: Sequence[np.ndarray] | RaggedSpots,
     net: torch.nn.Module,
     device: torch.device,
     batch_size: int | None = None,
@@ -321,7 +399,7 @@ def _predict_spot_lists(
 
     Parameters
     ----------
-    spot_lists : sequence of numpy.ndarray, each (m_i, 3)
+    spot_lists : sequence of numpy.ndarray (each (m_i, 3)), or RaggedSpots
     net : torch.nn.Module
         A loaded model in eval mode on ``device``.
     device : torch.device
@@ -333,7 +411,7 @@ def _predict_spot_lists(
     autocast : bool
         Run the forward pass under bf16 autocast.
     timings : dict, optional
-        If given, ``"model"`` (seconds in collate + forward) is accumulated into it.
+        If given, ``"model"`` (seconds in padding + forward) is accumulated into it.
     space_group_probs : bool
         Return the space-group probabilities; if False, return instead the
         consistent space-group label (1..230, int64) of every pattern, which keeps
@@ -344,17 +422,19 @@ def _predict_spot_lists(
     crystal_system_probs : numpy.ndarray, (n, 7) float32
     space_group_probs : numpy.ndarray, (n, 230) float32, or (n,) int64 labels
     """
-    n = len(spot_lists)
+    t0 = time.perf_counter()
+    ragged = spot_lists if isinstance(spot_lists, RaggedSpots) else RaggedSpots.from_lists(spot_lists)
+    n = len(ragged)
     cs_out = np.zeros((n, N_CRYSTAL_SYSTEMS), np.float32)
     sg_out = np.zeros((n, N_SPACE_GROUPS) if space_group_probs else (n,), np.float32 if space_group_probs else np.int64)
     if n == 0:
         return cs_out, sg_out
     max_spots = _max_spots(net)
-    lengths = np.minimum(np.fromiter((len(s) for s in spot_lists), np.int64, n), max_spots)
+    ragged = ragged.cap(max_spots)
+    lengths = ragged.lengths
     budget = _token_budget(device, net, max_spots)
     batches = _plan_batches(lengths, batch_size, budget)
     logger.debug("%d patterns in %d batches (token budget %d)", n, len(batches), budget)
-    t0 = time.perf_counter()
     queue: list[np.ndarray] = list(reversed(batches))
     with torch.inference_mode(), tqdm(
         total=n, disable=not progress, desc="classifying", unit="pattern", leave=False
@@ -362,7 +442,7 @@ def _predict_spot_lists(
         while queue:
             idx = queue.pop()
             try:
-                cs_p, sg_p = _run_batch(net, [spot_lists[i] for i in idx], max_spots, device, autocast)
+                cs_p, sg_p = _run_batch(net, ragged, idx, device, autocast)
             except Exception as err:  # noqa: BLE001 - re-raised unless a CUDA OOM
                 if device.type != "cuda" or not _is_oom(err) or idx.size <= 1:
                     raise

@@ -46,6 +46,7 @@ import numpy as np
 from scipy import ndimage
 
 from .inference import (
+    RaggedSpots,
     _load,
     _predict_spot_lists,
     crystal_system_confidence,
@@ -519,9 +520,12 @@ def classify_braggvectors(
     del vectors  # large scans: keep one copy of the vectors at a time
     n_spots = diffracted.counts
     run = np.flatnonzero(n_spots >= min_spots)
-    spots = np.stack([diffracted.qx, diffracted.qy, diffracted.intensity], axis=1).astype(np.float32)
-    spot_lists = [spots[diffracted.offsets[p] : diffracted.offsets[p + 1]] for p in run]
-    del diffracted
+    in_run = np.repeat(n_spots >= min_spots, n_spots)
+    spots = np.stack([diffracted.qx[in_run], diffracted.qy[in_run], diffracted.intensity[in_run]], axis=1)
+    offsets = np.zeros(run.size + 1, np.int64)
+    np.cumsum(n_spots[run], out=offsets[1:])
+    ragged = RaggedSpots(spots.astype(np.float32), offsets)
+    del diffracted, spots, in_run
     times["read"] = time.perf_counter() - t0
     logger.info(
         "read %d positions (%d vectors) in %.2f s; classifying %d positions with >= %d diffracted spots",
@@ -532,9 +536,9 @@ def classify_braggvectors(
     net = _load(model, dev)
     model_times: dict[str, float] = {}
     cs_p, sg_lab = _predict_spot_lists(
-        spot_lists, net, dev, batch_size, progress, autocast, model_times, space_group_probs=False
+        ragged, net, dev, batch_size, progress, autocast, model_times, space_group_probs=False
     )
-    del spot_lists
+    del ragged
     times["model"] = model_times.get("model", 0.0)
 
     t0 = time.perf_counter()

@@ -210,13 +210,13 @@ def test_cuda_oom_halves_the_batch(monkeypatch):
 
     calls: list[int] = []
 
-    def fake_run_batch(net, spot_lists, max_spots, device, autocast):
-        calls.append(len(spot_lists))
-        if len(spot_lists) > 4:
+    def fake_run_batch(net, ragged, idx, device, autocast):
+        calls.append(len(idx))
+        if len(idx) > 4:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        n = len(spot_lists)
+        n = len(idx)
         cs = np.zeros((n, 7), np.float32)
-        cs[np.arange(n), [len(s) % 7 for s in spot_lists]] = 1.0
+        cs[np.arange(n), ragged.lengths[idx] % 7] = 1.0
         return cs, np.full((n, 230), 1 / 230, np.float32)
 
     monkeypatch.setattr(inference, "_run_batch", fake_run_batch)
@@ -228,3 +228,28 @@ def test_cuda_oom_halves_the_batch(monkeypatch):
     # on the CPU the error is not swallowed
     with pytest.raises(torch.OutOfMemoryError):
         inference._predict_spot_lists(lists, SpotCountModel(), torch.device("cpu"), batch_size=16)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ragged_padding_equals_collate(seed):
+    from py4dstem_gnn.features import collate
+    from py4dstem_gnn.inference import RaggedSpots
+
+    rng = np.random.default_rng(seed)
+    lists = []
+    for _ in range(25):
+        m = int(rng.integers(0, 30))
+        sp = np.stack([rng.uniform(-1, 1, m), rng.uniform(-1, 1, m), rng.integers(1, 4, m).astype(float)], 1)
+        if m > 4:
+            sp[1] = sp[0]  # an exact duplicate and many intensity ties
+            sp[3, :2] = -sp[2, :2]
+            sp[3, 2] = sp[2, 2]  # same intensity and radius, different angle
+        lists.append(sp.astype(np.float32))
+    max_spots = 12
+    ragged = RaggedSpots.from_lists(lists).cap(max_spots)
+    assert ragged.lengths.max() <= max_spots
+    for idx in (np.arange(25), np.array([3]), np.array([7, 0, 19, 4]), np.array([i for i in range(25) if len(lists[i]) == 0][:1] or [0])):
+        x, m = ragged.pad(idx)
+        xr, mr = collate([lists[i] for i in idx], max_spots)
+        torch.testing.assert_close(x, xr, rtol=0, atol=0)
+        torch.testing.assert_close(m, mr)
