@@ -866,7 +866,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "Markdown report with PNG figures (accuracy, P/R/F1, SG accuracy by crystal system, "
         "multi-view aggregation, confusion matrices, calibration, timing) beside the paper's figures."
     )
-    parser.add_argument("--test", required=True, help="test pattern set (HDF5), e.g. the Bloch-wave test set in data/")
+    parser.add_argument("--test", default=None, help="test pattern set (HDF5), e.g. the Bloch-wave test set in data/ "
+                        "(required unless --train-rf-only)")
     parser.add_argument("--test-group", default=None, help="HDF5 group of the test set, if the file holds several")
     parser.add_argument("--weights", default="default",
                         help="model weights: a name (default), a .safetensors path, or 'none' for an RF-only report")
@@ -882,6 +883,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="stored pattern set(s) of training materials to train the RF on (repeatable)")
     parser.add_argument("--no-augment", action="store_true", help="draw RF training patterns without augmentations")
     parser.add_argument("--retrain-rf", action="store_true", help="train the RF even if --rf exists")
+    parser.add_argument("--train-rf-only", action="store_true", help="train and save the RF (--rf), then stop")
     parser.add_argument("--val", default=None, help="validation pattern set (HDF5) for temperature scaling")
     parser.add_argument("--out", default="reports", help="output folder")
     parser.add_argument("--views", type=int, default=10, help="patterns combined per material")
@@ -913,10 +915,16 @@ def run_cli(args: argparse.Namespace) -> int:
     import sys
 
     model = None if str(args.weights).lower() in ("none", "") else args.weights
+    if args.test is None and not args.train_rf_only:
+        logger.error("--test is required (unless --train-rf-only)")
+        return 2
+    if args.train_rf_only and not (args.rf and (args.rf_train_library or args.rf_train_set)):
+        logger.error("--train-rf-only needs --rf (output file) and RF training data")
+        return 2
     rf: Any = None
     rf_path = Path(args.rf) if args.rf else None
     wants_training = bool(args.rf_train_library or args.rf_train_set)
-    if rf_path is not None and rf_path.is_file() and not args.retrain_rf:
+    if rf_path is not None and rf_path.is_file() and not (args.retrain_rf or args.train_rf_only):
         from .baseline import RandomForestBaseline
 
         rf = RandomForestBaseline.load(rf_path, n_jobs=args.n_jobs)
@@ -935,6 +943,8 @@ def run_cli(args: argparse.Namespace) -> int:
         if rf_path is not None:
             rf.save(rf_path)
             logger.info("random forest saved to %s", rf_path)
+        if args.train_rf_only:
+            return 0
     elif rf_path is not None:
         logger.error("%s does not exist and no RF training data were given", rf_path)
         return 2

@@ -112,6 +112,11 @@ def test_cli_trains_saves_and_reuses_rf(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     ev.configure_parser(parser)
     rf_path = tmp_path / "rf.joblib"
+    args = parser.parse_args(["--train-rf-only", "--rf", str(tmp_path / "only.joblib"), "--rf-train-set", "train.h5",
+                              "--no-progress"])
+    assert ev.run_cli(args) == 0
+    assert (tmp_path / "only.joblib").is_file()
+    assert ev.run_cli(parser.parse_args(["--weights", "none"])) == 2  # no test set
     args = parser.parse_args(["--test", "test.h5", "--weights", "none", "--rf", str(rf_path),
                               "--rf-train-set", "train.h5", "--out", str(tmp_path / "rep"),
                               "--views", "4", "--draws", "2", "--no-progress"])
