@@ -73,12 +73,17 @@ _SHORT = [s[:5] + "." if len(s) > 6 else s for s in CRYSTAL_SYSTEMS]
 
 # ----------------------------------------------------------------------------- data
 def load_pattern_set(source: Any, group: str | None = None) -> Any:
-    """A pattern set from an HDF5 path (via ``PatternSet.from_hdf5``) or an object passed through.
+    """A pattern set from an HDF5 path (via ``PatternSet.from_hdf5``), a folder of simulation shards
+    (``shard_*.h5``, via :func:`py4dstem_gnn.simulate.read_shards`) or an object passed through.
 
     The object needs ``pointlists``, ``space_group``, ``crystal_system`` and ``material``.
     """
     if hasattr(source, "pointlists"):
         return source
+    if Path(source).is_dir():  # a folder of finished simulation shards (partial sets)
+        from .simulate import read_shards
+
+        return read_shards(sorted(Path(source).glob("shard_*.h5")))[0]
     from .dataset import PatternSet
 
     if group is None:
