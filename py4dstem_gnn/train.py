@@ -58,6 +58,7 @@ __all__ = [
     "lr_at",
     "read_metrics",
     "fit_feature_normalisation",
+    "training_curve_figure",
     "configure_parser",
     "run_cli",
 ]
@@ -471,3 +472,45 @@ def run_cli(args: argparse.Namespace) -> int:
             trainer.export(args.export, args.name)
         logger.info("exported weights to %s/%s.safetensors", args.export, args.name)
     return 0
+
+
+def training_curve_figure(run_dir: str | os.PathLike, smooth: int = 10):
+    """Training loss and validation accuracies of a run against step (a matplotlib Figure).
+
+    Parameters
+    ----------
+    run_dir : path-like
+        Run folder holding ``metrics.jsonl``.
+    smooth : int
+        Moving-average window (in logged points) for the training curves.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    train = [r for r in rows if r.get("kind", "train") == "train"]
+    val = [r for r in rows if r.get("kind") == "val"]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    if train:
+        steps = np.array([r["step"] for r in train])
+        for key in ("loss", "cs_loss", "sg_loss"):
+            y = np.array([r[key] for r in train])
+            k = max(1, min(smooth, len(y)))
+            ys = np.convolve(y, np.ones(k) / k, mode="valid")
+            ax_loss.plot(steps[k - 1 :], ys, label=key)
+        ax_loss.set_xlabel("step")
+        ax_loss.set_ylabel("training loss (moving average)")
+        ax_loss.legend()
+        y = np.array([r["cs_acc"] for r in train])
+        k = max(1, min(smooth * 5, len(y)))
+        ax_acc.plot(steps[k - 1 :], np.convolve(y, np.ones(k) / k, mode="valid"), color="0.6", lw=1, label="train cs (batch)")
+    for key in sorted({k for r in val for k in r if k.endswith("_acc")}):
+        pts = [(r["step"], r[key]) for r in val if key in r]
+        ax_acc.plot(*zip(*pts), marker="o", label=key)
+    ax_acc.set_xlabel("step")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylim(0, 1)
+    ax_acc.grid(alpha=0.3)
+    ax_acc.legend(fontsize=8)
+    fig.suptitle(f"training curve: {Path(run_dir).name}")
+    fig.tight_layout()
+    return fig
