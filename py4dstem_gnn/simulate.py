@@ -49,6 +49,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from .orientations import zone_axis_rotations
+
 __all__ = [
     "VOLTAGE",
     "SIGMA_EXCITATION_ERROR",
@@ -804,7 +806,9 @@ def bloch_patterns_for_material(
     if not prepared:
         crystal.setup_diffraction(p.voltage)
         crystal.calculate_structure_factors(p.k_max)
-    R = random_rotations(n_orientations, material_rng(seed, material, "bloch"))
+    # zone axes, distinct per material (see py4dstem_gnn.orientations for why not uniform SO(3))
+    lat_inv = np.repeat(np.asarray(crystal.lat_inv, dtype=np.float64)[None], n_orientations, axis=0)
+    R = zone_axis_rotations(lat_inv, material_rng(seed, material, "bloch"), distinct=True)
     beams = [bloch_beams(crystal, r, p) for r in R]
     n_beams = np.array([b.data.shape[0] for b in beams])
     if n_beams.max(initial=0) > p.max_beams:
@@ -863,7 +867,7 @@ def _bloch_shard_task(index: int, chunk: Sequence[int], out_dir: str, n_orientat
     }
     attrs = p.attrs()
     attrs.update(seed=int(seed), n_orientations=int(n_orientations),
-                 seed_info="orientations: random_rotations(n, numpy.random.default_rng([seed, material, crc32('bloch')]))")
+                 seed_info="orientations: zone_axis_rotations(lat_inv, numpy.random.default_rng([seed, material, crc32('bloch')]), distinct=True)")
     return write_h5_atomic(shard_path(out_dir, index), "patterns", arrays, attrs, compress=("spots",))
 
 

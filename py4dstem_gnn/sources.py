@@ -1,7 +1,7 @@
 """Where training and validation patterns come from.
 
 :class:`KinematicSource` draws labelled kinematic patterns on the fly from the structure-factor
-library of :mod:`py4dstem_gnn.simulate`: fresh orientations uniform over SO(3) every draw, a
+library of :mod:`py4dstem_gnn.simulate`: fresh orientations every draw (zone axes by default), a
 per-pattern excitation-error width (a kinematic stand-in for thickness), and the realism
 augmentations of :mod:`py4dstem_gnn.augment`. :func:`load_validation_sets` reads stored pattern
 sets (e.g. Bloch-wave) for validation.
@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .orientations import zone_axis_rotations
 from .augment import AugmentConfig, augment_pointlists, random_excitation_sigma
 from .simulate import SIGMA_EXCITATION_ERROR, KinematicLibrary, random_rotations, sample_kinematic
 from .structures import load_manifest
@@ -59,6 +60,9 @@ class KinematicSource:
         same library state; with a finished library, draws are a pure function of the seed.
     follow_every : int
         Draws between checks for new shards.
+    orientations : {"zone_axis", "uniform"}
+        Low-index zone axes with a small mis-tilt and random in-plane rotation
+        (:func:`~py4dstem_gnn.orientations.zone_axis_rotations`, the default), or uniform over SO(3).
     """
 
     def __init__(
@@ -70,7 +74,11 @@ class KinematicSource:
         balance_power: float = 0.5,
         follow: bool = False,
         follow_every: int = 200,
+        orientations: str = "zone_axis",
     ) -> None:
+        if orientations not in ("zone_axis", "uniform"):
+            raise ValueError(f"orientations must be 'zone_axis' or 'uniform', got {orientations!r}")
+        self.orientations = orientations
         self.manifest = load_manifest(manifest)
         self.split = split
         self.augment = AugmentConfig() if augment is True else (augment or None)
@@ -102,6 +110,7 @@ class KinematicSource:
     def _set_library(self, library: KinematicLibrary) -> None:
         self.library = library
         self.materials = np.array([m for m in self._wanted if library.has(m)], dtype=np.int64)
+        self._rows = np.array([library.row_of(m) for m in self.materials], dtype=np.int64)
         if len(self.materials) == 0:
             raise ValueError(f"no material of split {self.split!r} is in the library {self.library_path}")
         self.space_group = self.manifest["space_group"][self.materials].astype(np.int64)
@@ -121,7 +130,10 @@ class KinematicSource:
 
     def patterns(self, pick: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """Patterns of the materials at positions ``pick`` (into :attr:`materials`), random orientations."""
-        rotations = random_rotations(len(pick), rng)
+        if self.orientations == "zone_axis":
+            rotations = zone_axis_rotations(self.library.lat_inv[self._rows[pick]], rng)
+        else:
+            rotations = random_rotations(len(pick), rng)
         if self.augment is not None:
             sigma = random_excitation_sigma(len(pick), rng)
         else:
@@ -151,6 +163,7 @@ class KinematicSource:
             "n_space_groups": int(len(np.unique(self.space_group))),
             "augmentation": self.augment.to_dict() if self.augment is not None else None,
             "balance_power": self.balance_power,
+            "orientations": self.orientations,
         }
 
 
