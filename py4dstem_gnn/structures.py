@@ -194,10 +194,18 @@ def standard_cell(
 ) -> StructureCell | None:
     """spglib standardised cell (idealised), primitive or conventional.
 
-    Both variants share one Cartesian frame (spglib derives the standard primitive
-    cell from the standard conventional one), so an orientation matrix means the same
-    thing for either; kinematic and Bloch-wave patterns are identical too, since
-    structure factors are divided by the cell volume.
+    The simulations of this package use the *primitive* cell (fewer atoms and
+    reflections to set up; structure factors are divided by the cell volume, so the
+    spots and intensities are those of the conventional cell). Orientation matrices
+    stored with patterns refer to the Cartesian frame of this primitive cell, as
+    returned by :func:`cell_for_row` / :func:`crystal_for_row` with ``primitive=True``.
+    spglib idealises both cells separately: for many lattices (e.g. C-centred, cubic F)
+    they share one frame, but not for all (e.g. rhombohedral R-3m or Fddd, whose
+    standard primitive cell is rotated about z). py4DSTEM tiles reflections in a cube
+    of Miller indices sized from the shortest reciprocal vectors, which for very
+    oblique primitive cells misses a few reflections in the last ~2 % of ``k_max``
+    (measured: < 0.5 % of the reflections, all with ``|g| > 1.96`` 1/A at
+    ``k_max = 2``).
 
     Returns
     -------
@@ -492,8 +500,9 @@ def cell_for_row(
     db_path : str or pathlib.Path, optional
         Database; default :func:`default_db_path`.
     primitive : bool
-        spglib standard primitive cell (default; cheapest to simulate) or the
-        conventional standard cell. Both share one Cartesian frame.
+        spglib standard primitive cell (default; cheapest to simulate; the frame of
+        all stored orientation matrices) or the conventional standard cell (its frame
+        may be rotated relative to the primitive one, see :func:`standard_cell`).
     db : ase.db connection, optional
         Reuse an open connection.
     """

@@ -33,13 +33,13 @@ def test_label_cell_rejects_garbage():
 
 
 @needs_spglib
-def test_primitive_and_conventional_share_frame():
+def test_primitive_and_conventional_cells_fcc():
     c = au()
     prim = S.standard_cell(c.lattice, c.positions, c.numbers, primitive=True)
     conv = S.standard_cell(c.lattice, c.positions, c.numbers, primitive=False)
     assert len(prim.numbers) == 1 and len(conv.numbers) == 4
     assert prim.volume == pytest.approx(conv.volume / 4)
-    # the primitive vectors are lattice vectors of the conventional cell in the same frame
+    # for cubic F the primitive vectors are lattice vectors of the conventional cell in the same frame
     frac = np.linalg.solve(conv.lattice.T, prim.lattice.T)
     assert np.allclose(frac * 2, np.round(frac * 2), atol=1e-8)
 
