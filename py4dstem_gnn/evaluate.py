@@ -308,6 +308,11 @@ def score(
     nums["sg_accuracy_by_system"] = acc.tolist()
     nums["n_by_system"] = count.tolist()
 
+    boot_cs = M.bootstrap_accuracy(cs_pred == cs_true, material, seed=seed)
+    boot_sg = M.bootstrap_accuracy(sg_pred == sg_true, material, seed=seed)
+    nums["cs_accuracy_boot_std"] = float(np.std(boot_cs))
+    nums["sg_accuracy_boot_std"] = float(np.std(boot_sg))
+
     mv: dict[str, M.MultiViewResult] = {}
     for method in ("log", "mean"):
         r = M.multiview_evaluation(cs_probs, sg_probs, sg_true, material, k_views, n_draws, seed, method)
@@ -325,7 +330,14 @@ def score(
             "cs_accuracy_by_system": _nanmean_rows(r.cs_accuracy_by_system),
             "sg_accuracy_by_system": _nanmean_rows(r.sg_accuracy_by_system),
             "cs_confusion_first_draw": M.confusion_matrix(r.cs_true, r.cs_pred, N_CRYSTAL_SYSTEMS).tolist(),
+            "cs_boot_std": float(np.std(M.bootstrap_accuracy(r.cs_true == r.cs_pred, np.arange(len(r.cs_true)), seed=seed))),
+            "sg_boot_std": float(np.std(M.bootstrap_accuracy(r.sg_true == r.sg_pred, np.arange(len(r.sg_true)), seed=seed))),
         }
+    curve = []
+    for kk in sorted({1, 2, 3, 5, int(k_views)}):
+        r = M.multiview_evaluation(cs_probs, sg_probs, sg_true, material, kk, n_draws, seed + 1, "log")
+        curve.append({"k": kk, "cs_mean": r.cs_mean, "cs_std": r.cs_std, "sg_mean": r.sg_mean, "sg_std": r.sg_std})
+    nums["views_curve"] = curve
 
     val = None
     if val_pred is not None and val_set is not None:
@@ -536,6 +548,30 @@ def _plot_reliability(results: list[ClassifierResult], cs_true: np.ndarray, out:
     return name
 
 
+def _plot_views_curve(results: list[ClassifierResult], out: Path) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for res in results:
+        c = res.numbers["views_curve"]
+        k = [e["k"] for e in c]
+        for key, ls in (("cs", "-"), ("sg", "--")):
+            ax.errorbar(k, [100 * e[f"{key}_mean"] for e in c], yerr=[100 * e[f"{key}_std"] for e in c],
+                        ls=ls, marker="o", capsize=3, label=f"{res.key} {key.upper()}")
+        p = PAPER_FIGURES.get(res.key)
+        if p:
+            ax.scatter([1, 10, 1, 10], [p["single"][0], p["multi"][0], p["single"][1], p["multi"][1]],
+                       marker="*", s=80, zorder=5, label=f"{res.key} paper (CS, SG)")
+    ax.set_xlabel("views combined per material")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    name = "accuracy_vs_views.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def _plot_by_system(results: list[ClassifierResult], out: Path, k: int) -> str:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
@@ -607,13 +643,19 @@ def _markdown(
     L.append("|---|---|---|---|---|")
     for r in results:
         n, mv = r.numbers, r.numbers["multiview_log"]
-        L.append(f"| {r.label} — this run | {_pct(n['cs_accuracy'])} | {_pct(n['sg_accuracy'])} | "
-                 f"{_pct(mv['cs_mean'])} ± {_pct(mv['cs_std'])} | {_pct(mv['sg_mean'])} ± {_pct(mv['sg_std'])} |")
+        L.append(f"| {r.label} — this run | {_pct(n['cs_accuracy'])} ± {_pct(n['cs_accuracy_boot_std'])} | "
+                 f"{_pct(n['sg_accuracy'])} ± {_pct(n['sg_accuracy_boot_std'])} | "
+                 f"{_pct(mv['cs_mean'])} ± {_pct(mv['cs_std'])} [{_pct(mv['cs_boot_std'])}] | "
+                 f"{_pct(mv['sg_mean'])} ± {_pct(mv['sg_std'])} [{_pct(mv['sg_boot_std'])}] |")
         p = PAPER_FIGURES.get(r.key)
         if p:
             L.append(f"| {r.label} — paper | {p['single'][0]:.1f} | {p['single'][1]:.1f} | "
                      f"{p['multi'][0]:.1f} | {p['multi'][1]:.1f} |")
     L.append("")
+    L.append("Spreads: single pattern ± standard deviation of a bootstrap over materials (patterns of one "
+             f"material are not independent); {k} views ± standard deviation over the {n_draws} random draws "
+             "of views, and in brackets the bootstrap standard deviation over materials (first draw). When every "
+             f"material has exactly {k} patterns all draws coincide and only the bootstrap spread is informative.\n")
     L.append("Gap to the paper (this run minus paper, percentage points):\n")
     for r in results:
         p = PAPER_FIGURES.get(r.key)
@@ -639,6 +681,16 @@ def _markdown(
         mv = r.numbers["multiview_mean"]
         L.append(f"- {r.label}: CS {_pct(mv['cs_mean'])} ± {_pct(mv['cs_std'])}, "
                  f"SG {_pct(mv['sg_mean'])} ± {_pct(mv['sg_std'])}")
+    L.append("")
+
+    L.append("Accuracy against the number of views combined per material (mean ± std over draws, %):\n")
+    ks = [c["k"] for c in results[0].numbers["views_curve"]]
+    L.append("| classifier | " + " | ".join(f"CS k={kk} | SG k={kk}" for kk in ks) + " |")
+    L.append("|---|" + "---|---|" * len(ks))
+    for r in results:
+        L.append(f"| {r.label} | " + " | ".join(
+            f"{_pct(c['cs_mean'])} ± {_pct(c['cs_std'])} | {_pct(c['sg_mean'])} ± {_pct(c['sg_std'])}"
+            for c in r.numbers["views_curve"]) + " |")
     L.append("")
 
     L.append("## Per crystal system: precision / recall / F1, single pattern (Table 2 layout, %)\n")
@@ -723,6 +775,7 @@ def _markdown(
         "reliability_crystal_system.png": "Reliability diagrams of the crystal-system head, raw and "
         "temperature-scaled.",
         "accuracy_by_crystal_system.png": f"Accuracy by true crystal system, single pattern and {k} views.",
+        "accuracy_vs_views.png": "Accuracy against the number of views combined per material (stars: paper).",
     }
     for f in figures:
         L.append(f"![{f}]({f})\n\n*{captions.get(f, f)}*\n")
@@ -829,6 +882,7 @@ def evaluate(
         _plot_confidence(results, cs_true, out),
         _plot_reliability(results, cs_true, out),
         _plot_by_system(results, out, k_views),
+        _plot_views_curve(results, out),
     ]
     info = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

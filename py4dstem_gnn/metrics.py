@@ -42,6 +42,7 @@ __all__ = [
     "consistent_argmax",
     "MultiViewResult",
     "multiview_evaluation",
+    "bootstrap_accuracy",
     "mean_std",
 ]
 
@@ -535,6 +536,42 @@ def multiview_evaluation(
         seed=int(seed),
         **keep,
     )
+
+
+def bootstrap_accuracy(
+    correct: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> np.ndarray:
+    """Accuracy under resampling of whole groups (materials) with replacement.
+
+    Patterns of one material are not independent, so the spread of an accuracy is estimated by
+    resampling materials, keeping all patterns of each drawn material.
+
+    Parameters
+    ----------
+    correct : numpy.ndarray
+        ``(n,)`` bool, whether each prediction is right.
+    groups : numpy.ndarray
+        ``(n,)`` material key of each prediction.
+    n_boot : int
+        Number of bootstrap replicates.
+    seed : int
+        Seed of the resampling.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_boot,)`` accuracies (use their standard deviation or percentiles).
+    """
+    correct = np.asarray(correct, dtype=np.float64)
+    _, inv = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(inv.max()) + 1 if len(inv) else 0
+    if n_groups == 0:
+        return np.full(n_boot, np.nan)
+    hits = np.bincount(inv, weights=correct, minlength=n_groups)
+    count = np.bincount(inv, minlength=n_groups).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot).astype(np.float64)
+    return (w @ hits) / np.maximum(w @ count, 1.0)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
