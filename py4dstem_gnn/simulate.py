@@ -73,6 +73,7 @@ __all__ = [
     "bloch_patterns_for_material",
     "simulate_bloch_set",
     "merge_shards",
+    "dynamical_setup_size",
     "select_materials",
     "configure_parser",
     "run_cli",
@@ -682,6 +683,14 @@ def build_kinematic_library(
 
 #: Default largest number of beams in one Bloch-wave eigen-problem (cost ~ n^3).
 MAX_BEAMS: int = 500
+#: Default cap on (atoms in the cell) x (reflections within 2 k_max) of the dynamical set-up.
+#: py4DSTEM builds several dense complex (atoms x reflections) arrays there; 2e7 keeps the
+#: peak near 2 GB (an uncapped 100-atom, 1,200 A^3 cell went past 18 GB and was OOM-killed).
+MAX_DYNAMICAL_ELEMENTS: float = 2e7
+#: Default cap on the cube of Miller indices py4DSTEM tiles for the dynamical set-up. It
+#: sizes the cube from the *shortest* reciprocal vector, so a cell with one long axis
+#: (e.g. 100 A) needs a (871)^3 cube at 2 k_max = 4 1/A: > 15 GB (OOM-killed here).
+MAX_TILING_POINTS: float = 1.5e7
 #: Default detection threshold of Bloch-wave spots (fraction of the incident intensity).
 BLOCH_TOL_INTENSITY: float = 1e-4
 
@@ -697,7 +706,9 @@ class BlochParams:
     materials); ``None`` gives the unrounded calculation. ``beam_tol_intensity`` is the
     kinematic intensity above which a reflection becomes a beam, ``tol_intensity`` the
     detection threshold of the output (fraction of the incident intensity),
-    ``max_beams`` the largest eigen-problem allowed.
+    ``max_beams`` the largest eigen-problem allowed, ``max_dynamical_elements`` the
+    and ``max_tiling_points`` the memory caps of the dynamical structure-factor set-up
+    (see :func:`dynamical_setup_size`).
     """
 
     voltage: float = VOLTAGE
@@ -711,6 +722,8 @@ class BlochParams:
     tol_intensity: float = BLOCH_TOL_INTENSITY
     max_beams: int = MAX_BEAMS
     g_vec_precision: int | None = 3
+    max_dynamical_elements: float = MAX_DYNAMICAL_ELEMENTS
+    max_tiling_points: float = MAX_TILING_POINTS
 
     def attrs(self) -> dict:
         import py4DSTEM
@@ -737,6 +750,31 @@ def prepare_bloch_crystal(crystal, params: BlochParams | None = None):
             g_vec_precision=p.g_vec_precision,
         )
     return crystal
+
+
+def dynamical_setup_size(crystal, k_max: float = K_MAX) -> tuple[float, float]:
+    """Memory drivers of py4DSTEM's dynamical set-up (reflections within ``2 k_max``).
+
+    Returns
+    -------
+    (elements, tiling_points)
+        ``elements``: atoms x reflections in the sphere (``4/3 pi (2 k_max)^3 V`` of
+        them; py4DSTEM holds dense complex atoms x reflections arrays);
+        ``tiling_points``: an upper estimate of the cube of Miller indices py4DSTEM
+        tiles before keeping the sphere, ``(2 ceil(2 k_max / k_min) + 1)^3`` with
+        ``k_min`` the shortest of the combinations ``i u + j v + k w`` (``i, j, k`` in
+        {-1, 0, 1}) of the rows or of the columns of ``inv(lat_real)``.
+    """
+    lat = np.asarray(crystal.lat_real, dtype=np.float64)
+    volume = abs(np.linalg.det(lat))
+    elements = float(len(crystal.numbers) * 4.0 / 3.0 * np.pi * (2 * k_max) ** 3 * volume)
+    inv = np.linalg.inv(lat)  # columns: reciprocal basis vectors (no 2 pi)
+    coeffs = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if (i, j, k) != (0, 0, 0)])
+    # py4DSTEM 0.14.18 sizes the dynamical cube from the *rows* of inv(lat_real); take the
+    # smaller of rows and columns so that the estimate is an upper bound either way
+    k_min = min(np.min(np.linalg.norm(coeffs @ inv, axis=1)), np.min(np.linalg.norm(coeffs @ inv.T, axis=1)))
+    tiling = float((2 * np.ceil(2 * k_max / k_min) + 1) ** 3)
+    return elements, tiling
 
 
 def bloch_beams(crystal, orientation_matrix: np.ndarray, params: BlochParams | None = None):
@@ -789,9 +827,10 @@ def bloch_patterns_for_material(
     """Seeded Bloch-wave patterns of one material.
 
     Orientations come from :func:`material_rng` ``(seed, material, "bloch")``, so they do
-    not depend on chunking or run order. The beams are selected first (cheap,
-    kinematic); if any orientation needs more than ``params.max_beams`` beams the
-    material is skipped (``None``) before the costly dynamical structure factors.
+    not depend on chunking or run order. The material is skipped (``None``) before the
+    costly dynamical structure factors if its set-up would exceed
+    ``params.max_dynamical_elements`` or ``params.max_tiling_points`` (memory) or if any orientation needs more than
+    ``params.max_beams`` beams (selected first, cheaply and kinematically).
 
     Parameters
     ----------
@@ -804,6 +843,12 @@ def bloch_patterns_for_material(
     """
     p = params or BlochParams()
     if not prepared:
+        elements, tiling = dynamical_setup_size(crystal, p.k_max)
+        if elements > p.max_dynamical_elements or tiling > p.max_tiling_points:
+            logger.info("material %d skipped: dynamical set-up too large (%.3g elements, %.3g tiling points)",
+                        material, elements, tiling)
+            return None
+    if not prepared:
         crystal.setup_diffraction(p.voltage)
         crystal.calculate_structure_factors(p.k_max)
     # zone axes, distinct per material (see py4dstem_gnn.orientations for why not uniform SO(3))
@@ -812,6 +857,7 @@ def bloch_patterns_for_material(
     beams = [bloch_beams(crystal, r, p) for r in R]
     n_beams = np.array([b.data.shape[0] for b in beams])
     if n_beams.max(initial=0) > p.max_beams:
+        logger.info("material %d skipped: %d beams > %d", material, n_beams.max(), p.max_beams)
         return None
     if not prepared:
         prepare_bloch_crystal(crystal, p)
@@ -840,7 +886,11 @@ def _bloch_shard_task(index: int, chunk: Sequence[int], out_dir: str, n_orientat
             sg = int(manifest["space_group"][m])
         else:
             cell, sg = cells[m]
-        res = bloch_patterns_for_material(cell.to_crystal(), m, n_orientations, seed, p)
+        try:
+            res = bloch_patterns_for_material(cell.to_crystal(), m, n_orientations, seed, p)
+        except MemoryError:  # safety net under a memory limit (ulimit -v); logged, counted as skipped
+            logger.warning("material %d skipped: MemoryError", m)
+            res = None
         if res is None:
             skipped.append(m)
             continue

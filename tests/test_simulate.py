@@ -294,3 +294,15 @@ def test_sampler_on_database_materials_matches_py4dstem():
             assert a.shape == b.shape
             assert np.allclose(a[:, :2], b[:, :2], atol=1e-5)
             assert np.allclose(a[:, 2], b[:, 2], rtol=1e-3, atol=1e-9)
+
+
+def test_memory_guard_skips_long_cells(tmp_path):
+    from py4dstem_gnn.structures import StructureCell
+
+    # a 2-atom cell with a 120 A axis: py4DSTEM would tile a (>400)^3 cube of Miller indices
+    long = StructureCell(np.diag([3.0, 3.0, 120.0]), np.array([[0, 0, 0], [.5, .5, .5]]), np.array([14, 14]))
+    e, t = S.dynamical_setup_size(long.to_crystal())
+    assert t > S.MAX_TILING_POINTS
+    assert S.bloch_patterns_for_material(long.to_crystal(), 9, 1, 0) is None
+    e_au, t_au = S.dynamical_setup_size(CELLS[0][0].to_crystal())
+    assert t_au < 1e5 and e_au == pytest.approx(4 * 4 / 3 * np.pi * 4.0**3 * 4.08**3)
