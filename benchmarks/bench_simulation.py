@@ -110,7 +110,6 @@ def bench_kinematic(cells, n_patterns: int, seed: int) -> dict:
 
 def bench_bloch(cells, n_orient: int, seed: int) -> dict:
     fast = S.BlochParams(max_beams=10**6)
-    exact = S.BlochParams(max_beams=10**6, g_vec_precision=None)
     t = time.perf_counter()
     n_pat = 0
     beams = []

@@ -64,15 +64,23 @@ __all__ = [
     "random_rotations",
     "material_rng",
     "KinematicLibrary",
+    "KinematicEntry",
     "kinematic_entry",
     "build_kinematic_library",
     "sample_kinematic",
     "sample_batch",
     "kinematic_pattern_py4dstem",
+    "BlochParams",
+    "prepare_bloch_crystal",
+    "bloch_beams",
     "bloch_pattern",
     "bloch_patterns_for_material",
     "simulate_bloch_set",
     "merge_shards",
+    "read_shards",
+    "run_sharded",
+    "shard_path",
+    "write_h5_atomic",
     "dynamical_setup_size",
     "select_materials",
     "configure_parser",
@@ -277,7 +285,7 @@ class KinematicLibrary:
         path = Path(path)
         files = sorted(path.glob("shard_*.h5")) if path.is_dir() else [path]
         keep = None if materials is None else set(int(m) for m in materials)
-        mats, offs, hkls, ints, lats = [], [], [], [], []
+        mats, hkls, ints, lats = [], [], [], []
         attrs: dict = {}
         for f in files:
             with h5py.File(f, "r") as h:
