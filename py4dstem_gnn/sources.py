@@ -21,7 +21,14 @@ from .augment import AugmentConfig, augment_pointlists, random_excitation_sigma
 from .simulate import SIGMA_EXCITATION_ERROR, KinematicLibrary, random_rotations, sample_kinematic
 from .structures import load_manifest
 
-__all__ = ["KinematicSource", "load_validation_sets", "balanced_weights"]
+__all__ = [
+    "KinematicSource",
+    "StoredSource",
+    "MixedSource",
+    "load_pattern_set",
+    "load_validation_sets",
+    "balanced_weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -169,13 +176,96 @@ class KinematicSource:
 
 def load_validation_sets(specs: Sequence[str]) -> dict[str, tuple[list[np.ndarray], np.ndarray, np.ndarray]]:
     """Read ``NAME=PATH`` stored pattern sets into ``{name: (pointlists, cs, sg)}``."""
-    from .dataset import PatternSet
-
     out = {}
     for spec in specs:
         name, _, path = spec.partition("=")
         if not path:
             name, path = Path(spec).stem, spec
-        ps = PatternSet.from_hdf5(path)
+        ps = load_pattern_set(path)
         out[name] = (ps.pointlists, ps.crystal_system.astype(np.int64), ps.space_group.astype(np.int64))
     return out
+
+
+def load_pattern_set(path: str | os.PathLike):
+    """A stored :class:`~py4dstem_gnn.dataset.PatternSet`: one HDF5 file, or a folder of finished shards."""
+    from .dataset import PatternSet
+    from .simulate import read_shards
+
+    p = Path(path)
+    if p.is_dir():
+        return read_shards(sorted(p.glob("shard_*.h5")))[0]
+    return PatternSet.from_hdf5(p)
+
+
+class StoredSource:
+    """Patterns drawn at random from a stored set (e.g. Bloch-wave patterns of training materials).
+
+    Parameters
+    ----------
+    path : path-like
+        HDF5 pattern set or shard folder.
+    augment : bool or AugmentConfig
+        Realism augmentations applied to every draw.
+    balance_power : float
+        Class-balancing exponent (see :func:`balanced_weights`), applied per pattern.
+    """
+
+    def __init__(self, path: str | os.PathLike, augment: bool | AugmentConfig = True, balance_power: float = 0.5) -> None:
+        self.path = str(path)
+        self.patterns = load_pattern_set(path)
+        self.pointlists = self.patterns.pointlists
+        self.crystal_system = self.patterns.crystal_system.astype(np.int64)
+        self.space_group = self.patterns.space_group.astype(np.int64)
+        self.augment = AugmentConfig() if augment is True else (augment or None)
+        self.weights = balanced_weights(self.space_group, balance_power)
+
+    def __len__(self) -> int:
+        return len(self.pointlists)
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """``n`` stored patterns (with replacement), augmented."""
+        pick = rng.choice(len(self.pointlists), size=n, p=self.weights)
+        pls = [self.pointlists[i] for i in pick]
+        if self.augment is not None:
+            pls = augment_pointlists(pls, rng, self.augment)
+        return pls, self.crystal_system[pick], self.space_group[pick]
+
+    def describe(self) -> dict[str, Any]:
+        """What this source draws from."""
+        return {
+            "kind": "stored patterns",
+            "path": self.path,
+            "n_patterns": len(self),
+            "n_materials": int(len(np.unique(self.patterns.material))),
+            "attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in self.patterns.attrs.items()},
+            "augmentation": self.augment.to_dict() if self.augment is not None else None,
+        }
+
+
+class MixedSource:
+    """Each batch: a fixed fraction from one source, the rest from another.
+
+    Parameters
+    ----------
+    main, other : PatternSource
+        Sources; ``other`` supplies ``round(fraction * n)`` patterns of each batch.
+    fraction : float
+        Share of ``other`` in a batch.
+    """
+
+    def __init__(self, main: Any, other: Any, fraction: float) -> None:
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+        self.main, self.other, self.fraction = main, other, fraction
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """A batch mixing the two sources."""
+        k = int(round(self.fraction * n))
+        a = self.main.sample(rng, n - k)
+        b = self.other.sample(rng, k) if k else ([], np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return list(a[0]) + list(b[0]), np.concatenate([a[1], b[1]]), np.concatenate([a[2], b[2]])
+
+    def describe(self) -> dict[str, Any]:
+        """Both sources and the mixing fraction."""
+        describe = lambda s: s.describe() if hasattr(s, "describe") else type(s).__name__  # noqa: E731
+        return {"kind": "mixture", "fraction_other": self.fraction, "main": describe(self.main), "other": describe(self.other)}

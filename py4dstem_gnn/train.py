@@ -417,6 +417,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     parser.add_argument("--no-bf16", action="store_true", help="train in float32")
+    parser.add_argument("--stored-train", default=None, metavar="PATH", help="stored patterns of training materials (e.g. Bloch-wave; file or shard folder) mixed into every batch")
+    parser.add_argument("--stored-fraction", type=float, default=0.5, help="share of --stored-train patterns in a batch")
     parser.add_argument("--follow-library", action="store_true", help="pick up library shards written while training runs")
     parser.add_argument("--no-augment", action="store_true", help="switch the realism augmentations off")
     parser.add_argument("--seed", type=int, default=d.seed)
@@ -433,7 +435,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """Entry point of ``py4dstem-gnn train``."""
-    from .sources import KinematicSource, load_validation_sets
+    from .sources import KinematicSource, MixedSource, StoredSource, load_validation_sets
 
     cfg = TrainConfig(
         run_dir=args.run_dir,
@@ -455,6 +457,9 @@ def run_cli(args: argparse.Namespace) -> int:
         model=json.loads(args.model),
     )
     source = KinematicSource(args.library, args.manifest, split="train", augment=not args.no_augment, balance_power=cfg.balance_power, follow=args.follow_library)
+    if args.stored_train:
+        stored = StoredSource(args.stored_train, augment=not args.no_augment, balance_power=cfg.balance_power)
+        source = MixedSource(source, stored, args.stored_fraction)
     validation = load_validation_sets(args.val_set)
     if args.val_kinematic:
         val_source = KinematicSource(args.library, args.manifest, split="val", augment=not args.no_augment)
