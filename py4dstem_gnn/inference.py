@@ -507,24 +507,43 @@ def predict_pointlists(
         Labels, confidence (margin of the two largest crystal-system
         probabilities), probabilities and the number of diffracted spots.
 
+    Raises
+    ------
+    TypeError
+        ``pointlists`` is not a sequence of numeric arrays, or a parameter has
+        the wrong type.
+    ValueError
+        A pointlist is not ``(n, 3)``, spots lie beyond
+        :data:`py4dstem_gnn.validation.MAX_Q` 1/A (probably pixel units), or a
+        parameter is out of range.
+    FileNotFoundError
+        ``model`` names weights that are not found (the message lists where it
+        looked).
+
+    Notes
+    -----
+    Spots with NaN or inf values are dropped (one logged warning per call). Empty
+    pointlists are classified from an empty spot set (check ``n_spots``).
+    See ``docs/guarantees.md``.
+
     Examples
     --------
     >>> pred = predict_pointlists([pattern_a, pattern_b])  # doctest: +SKIP
     >>> pred.crystal_system, pred.space_group  # doctest: +SKIP
     """
     from .features import split_direct_beam
+    from . import validation
 
-    dev = resolve_device(device)
+    # checks first (docs/guarantees.md): types, shapes, parameters; non-finite spots dropped
+    batch_size = validation.check_batch_size(batch_size)
+    direct_beam_tolerance = validation.check_tolerance(direct_beam_tolerance)
+    validation.check_model(model)
+    arrays = validation.clean_pointlists(pointlists)
+    dev = validation.check_device(device)
     net = _load(model, dev)
     spot_lists: list[np.ndarray] = []
-    for i, pl in enumerate(pointlists):
-        arr = np.asarray(pl, dtype=np.float32)
-        if arr.ndim != 2 or (arr.size and arr.shape[1] != 3):
-            if arr.size == 0:
-                arr = arr.reshape(0, 3)
-            else:
-                raise ValueError(f"pointlist {i} must have shape (n, 3) (qx, qy, I); got {arr.shape}")
-        spots, _removed = split_direct_beam(arr.reshape(-1, 3), tolerance=direct_beam_tolerance)
+    for arr in arrays:
+        spots, _removed = split_direct_beam(arr, tolerance=direct_beam_tolerance)
         spot_lists.append(np.asarray(spots, dtype=np.float32).reshape(-1, 3))
     cs_p, sg_p = _predict_spot_lists(spot_lists, net, dev, batch_size, progress, autocast)
     n_spots = np.fromiter((len(s) for s in spot_lists), np.int64, len(spot_lists))
@@ -554,9 +573,9 @@ def aggregate_views(pred: Prediction, groups: Sequence[Any] | np.ndarray) -> Pre
         order); ``n_spots`` is the total over the group. The group keys are in
         ``result.meta["groups"]``.
     """
-    keys = np.asarray(groups)
-    if keys.ndim != 1 or keys.shape[0] != len(pred):
-        raise ValueError(f"groups must have shape ({len(pred)},); got {keys.shape}")
+    from .validation import check_groups
+
+    keys = check_groups(pred, groups)
     uniq, inverse = np.unique(keys, return_inverse=True)
     counts = np.bincount(inverse, minlength=uniq.size).astype(np.float64)
     tiny = np.finfo(np.float32).tiny

@@ -50,7 +50,6 @@ from .inference import (
     _load,
     _predict_spot_lists,
     crystal_system_confidence,
-    resolve_device,
 )
 from .labels import CRYSTAL_SYSTEMS, INVALID, N_CRYSTAL_SYSTEMS, SG_TO_CS
 
@@ -486,7 +485,17 @@ def classify_braggvectors(
     ------
     ValueError
         If the vectors are not calibrated (the message names the missing
-        calibration) or a parameter is out of range.
+        calibration), they reach beyond
+        :data:`py4dstem_gnn.validation.MAX_Q` 1/A (probably pixel units), the
+        scan is empty, or a parameter is out of range.
+    TypeError
+        If ``braggvectors`` is not a BraggVectors or a parameter has the wrong
+        type.
+    FileNotFoundError
+        If ``model`` names weights that are not found.
+
+    Bragg vectors with NaN or inf values are dropped (one logged warning); see
+    ``docs/guarantees.md``.
 
     Notes
     -----
@@ -499,20 +508,29 @@ def classify_braggvectors(
     from py4DSTEM import RealSlice
     from emdfile import Metadata
 
-    if min_spots < 0:
-        raise ValueError(f"min_spots must be >= 0; got {min_spots}")
-    if median_filter is not None and int(median_filter) < 1:
-        raise ValueError(f"median_filter must be None or >= 1; got {median_filter}")
-    if confidence_threshold < 0:
-        raise ValueError(f"confidence_threshold must be >= 0; got {confidence_threshold}")
+    from . import validation
+
+    # checks first, before reading the scan (docs/guarantees.md)
+    validation.check_classify_parameters(min_spots, median_filter, confidence_threshold)
+    batch_size = validation.check_batch_size(batch_size)
+    direct_beam_tolerance = validation.check_tolerance(direct_beam_tolerance)
+    validation.check_model(model)
     if not hasattr(braggvectors, "Rshape") or not hasattr(braggvectors, "calibration"):
         raise TypeError(f"expected a py4DSTEM BraggVectors; got {type(braggvectors).__name__}")
+    if int(np.prod([int(s) for s in braggvectors.Rshape])) == 0:
+        raise ValueError(f"the scan is empty (Rshape {tuple(braggvectors.Rshape)}); there is nothing to classify")
+    dev = validation.check_device(device)
+    net = _load(model, dev)  # before reading: a bad model name fails fast
     times = timings if timings is not None else {}
 
     t0 = time.perf_counter()
     vectors = calibrated_vectors(
         braggvectors, raw_vectors=raw_vectors, q_pixel_size=q_pixel_size, origin=origin
     )
+    keep, offsets = validation.finite_vectors(vectors.qx, vectors.qy, vectors.intensity, vectors.offsets)
+    if not keep.all():
+        vectors = RaggedVectors(vectors.qx[keep], vectors.qy[keep], vectors.intensity[keep], offsets, vectors.shape)
+    validation.check_q_range(vectors.qx, vectors.qy, "the calibrated BraggVectors")
     shape = vectors.shape
     intensity = np.bincount(vectors.position_index, weights=vectors.intensity, minlength=vectors.counts.size)
     diffracted, _removed = remove_direct_beam(vectors, direct_beam_tolerance)
@@ -532,8 +550,6 @@ def classify_braggvectors(
         n_spots.size, n_vectors, times["read"], run.size, min_spots,
     )
 
-    dev = resolve_device(device)
-    net = _load(model, dev)
     model_times: dict[str, float] = {}
     cs_p, sg_lab = _predict_spot_lists(
         ragged, net, dev, batch_size, progress, autocast, model_times, space_group_probs=False
