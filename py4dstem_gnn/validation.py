@@ -60,7 +60,8 @@ def _pixel_units_error(q_max: float, where: str) -> ValueError:
         f"{where} holds spots at |q| = {q_max:.4g} 1/A, beyond any electron diffraction pattern "
         f"(limit {MAX_Q:g} 1/A): the vectors are probably in detector pixels, not 1/A. Calibrate "
         "the Q pixel size (1/A per pixel; in py4DSTEM calibration.set_Q_pixel_size(...) then "
-        "bv.setcal()), or pass qx, qy already converted to 1/A with the origin at the direct beam."
+        "bv.setcal()), or pass qx, qy already converted to 1/A with the origin at the direct beam. "
+        "If the spots truly reach that far, raise py4dstem_gnn.validation.MAX_Q."
     )
 
 

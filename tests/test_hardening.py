@@ -8,6 +8,7 @@ Every case listed in ``docs/guarantees.md`` has a test here; the random counterp
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -379,7 +380,7 @@ def test_rss_of_a_large_scan_with_the_real_model_stays_small(tmp_path):
     script.write_text(
         textwrap.dedent(
             """
-            import resource, numpy as np, torch
+            import numpy as np, torch
             torch.set_num_threads(1)
             from py4dstem_gnn.model import ModelConfig, PEAGGMoE
             from py4dstem_gnn.inference import RaggedSpots, _predict_spot_lists
@@ -392,16 +393,26 @@ def test_rss_of_a_large_scan_with_the_real_model_stays_small(tmp_path):
             spots = rng.uniform(-1, 1, (int(offsets[-1]), 3)).astype(np.float32)
             ragged = RaggedSpots(spots, offsets)
             _predict_spot_lists(RaggedSpots(spots[:100], offsets[:11]), net, torch.device("cpu"))
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+            def status(key):
+                with open("/proc/self/status") as f:
+                    return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+
+            before = status("VmRSS:")
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset the peak (VmHWM) to the current RSS
             cs, sg = _predict_spot_lists(ragged, net, torch.device("cpu"), space_group_probs=False)
-            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            print((after - before) * 1024)
+            print(status("VmHWM:") - before)
             """
         )
     )
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux /proc to reset the peak RSS")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
     growth = int(out.stdout.strip().splitlines()[-1])
-    assert growth < 1e9, growth
+    # the spots (400k x ~7 x 12 B = 34 MB) exist before the call; the outputs take 14 MB; the
+    # batches add a bounded amount (measured: 46 MB in all on the development machine)
+    assert growth < 300e6, growth
 
 
 # --------------------------------------------------------------------------------------
