@@ -25,6 +25,9 @@ __all__ = [
     "select_brightest",
     "collate",
     "polar_features",
+    "neighbour_features",
+    "spot_features",
+    "FEATURE_SETS",
 ]
 
 #: Default distance (1/Å) within which the spot nearest q = 0 is taken as the direct beam.
@@ -32,6 +35,15 @@ DEFAULT_BEAM_TOLERANCE: float = 0.05
 
 #: Channels produced by :func:`polar_features`: r, cos θ, sin θ, I/I_max, log10(I/I_max).
 N_POLAR_FEATURES: int = 5
+
+#: Angular orders of the neighbour harmonics in :func:`neighbour_features`.
+NEIGHBOUR_ORDERS: tuple[int, ...] = (2, 3, 4, 6)
+
+#: Channels produced by :func:`neighbour_features`: d₁, coordination, one harmonic per order.
+N_NEIGHBOUR_FEATURES: int = 2 + len(NEIGHBOUR_ORDERS)
+
+#: Feature sets the model can be built with, and their number of channels.
+FEATURE_SETS: dict[str, int] = {"polar": N_POLAR_FEATURES, "polar+neighbours": N_POLAR_FEATURES + N_NEIGHBOUR_FEATURES}
 
 _LOG_FLOOR = 1e-4
 
@@ -171,3 +183,80 @@ def polar_features(spots: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     log_i = torch.log10(i_rel.clamp_min(_LOG_FLOOR))
     feats = torch.stack([r, cos_t, sin_t, i_rel, log_i], dim=-1)
     return feats * mask.unsqueeze(-1).to(feats.dtype)
+
+
+def neighbour_features(
+    spots: torch.Tensor, mask: torch.Tensor, shell_width: float = 0.05, shell_tolerance: float = 0.15
+) -> torch.Tensor:
+    """Rotation- and permutation-invariant description of each spot's neighbourhood.
+
+    A zone-axis pattern is a 2-D lattice section; its symmetry shows in how neighbours sit around
+    every spot. For spot ``i`` with neighbour vectors ``q_j − q_i`` (lengths ``d_ij``, directions
+    ``φ_ij``, real spots only) the channels are
+
+    * ``d₁ = min_j d_ij``, the nearest-neighbour distance (1/Å);
+    * the coordination ``Σ_j exp(−((d_ij/d₁ − 1)/shell_width)²)``, a soft count of the spots on the
+      nearest shell;
+    * for ``n`` in :data:`NEIGHBOUR_ORDERS`: ``|Σ_j w_ij e^{i n φ_ij}| / Σ_j w_ij`` over the
+      neighbours near the first shell, ``w_ij = exp(−((d_ij/d₁ − 1)/shell_tolerance)²)``: 1 when
+      the nearest neighbours have ``n``-fold symmetry (4 for a square, 6 for a hexagonal net;
+      a rectangular net has only ``±a`` on its first shell and gives 1 for every even order,
+      which the coordination of 2 tells apart) and small otherwise.
+
+    All are symmetric functions of the neighbour set, so ties between equidistant neighbours (the
+    rule in a lattice) cannot make the result depend on the order of the spots. Spots without a
+    real neighbour get zeros.
+
+    Parameters
+    ----------
+    spots : torch.Tensor
+        ``(B, N, 3)`` ``qx, qy, intensity``.
+    mask : torch.Tensor
+        ``(B, N)`` bool, True for real spots.
+    shell_width : float
+        Relative width of the nearest shell in the coordination count.
+    shell_tolerance : float
+        Relative width of the weights of the angular harmonics (tolerates distorted lattices).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, N, N_NEIGHBOUR_FEATURES)``, zero at padded slots.
+    """
+    q = spots[..., :2].float()
+    b, n, _ = q.shape
+    diff = q[:, None, :, :] - q[:, :, None, :]  # (B, i, j, 2) = q_j - q_i
+    dist = torch.sqrt((diff * diff).sum(-1) + 1e-12)
+    eye = torch.eye(n, dtype=torch.bool, device=q.device)
+    pair = mask[:, :, None] & mask[:, None, :] & ~eye
+    big = torch.finfo(dist.dtype).max
+    d1 = dist.masked_fill(~pair, big).amin(-1)  # (B, N)
+    has = pair.any(-1)
+    d1 = torch.where(has, d1, torch.ones_like(d1))
+    rel = dist / d1[..., None]
+    pairf = pair.to(dist.dtype)
+    coord = (torch.exp(-(((rel - 1.0) / shell_width) ** 2)) * pairf).sum(-1)
+    w = torch.exp(-(((rel - 1.0) / shell_tolerance) ** 2)) * pairf
+    wsum = w.sum(-1).clamp_min(torch.finfo(dist.dtype).tiny)
+    phi = torch.atan2(diff[..., 1], diff[..., 0])
+    harmonics = []
+    for order in NEIGHBOUR_ORDERS:
+        re = (w * torch.cos(order * phi)).sum(-1)
+        im = (w * torch.sin(order * phi)).sum(-1)
+        harmonics.append(torch.sqrt(re * re + im * im + 1e-12) / wsum)
+    feats = torch.stack([d1, coord, *harmonics], dim=-1)
+    return feats * (mask & has).unsqueeze(-1).to(feats.dtype)
+
+
+def spot_features(spots: torch.Tensor, mask: torch.Tensor, feature_set: str = "polar+neighbours") -> torch.Tensor:
+    """The per-spot input of the model for a named feature set (see :data:`FEATURE_SETS`).
+
+    ``"polar"`` is the paper's ``[r, θ, I]`` (as :func:`polar_features`); ``"polar+neighbours"``
+    appends :func:`neighbour_features`.
+    """
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {feature_set!r}; choose one of {sorted(FEATURE_SETS)}")
+    polar = polar_features(spots, mask)
+    if feature_set == "polar":
+        return polar
+    return torch.cat([polar, neighbour_features(spots, mask)], dim=-1)

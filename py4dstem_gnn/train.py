@@ -141,12 +141,14 @@ def compute_loss(
     return loss, stats
 
 
-def fit_feature_normalisation(pointlists: Sequence[np.ndarray], max_spots: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of the polar features over real spots."""
-    from .features import polar_features
+def fit_feature_normalisation(
+    pointlists: Sequence[np.ndarray], max_spots: int, feature_set: str = "polar+neighbours"
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of the model's input features over real spots."""
+    from .features import spot_features
 
     spots, mask = collate([split_direct_beam(p)[0] for p in pointlists], max_spots)
-    feats = polar_features(spots, mask)[mask]
+    feats = spot_features(spots, mask, feature_set)[mask]
     mean = feats.mean(0).tolist()
     std = feats.std(0).clamp_min(1e-3).tolist()
     return tuple(round(v, 4) for v in mean), tuple(round(v, 4) for v in std)

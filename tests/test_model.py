@@ -41,7 +41,7 @@ def test_table6_defaults():
 
 
 def test_config_round_trip():
-    cfg = ModelConfig(n_layers=3, feature_mean=(1, 0, 0, 0.2, -1), feature_std=(1, 1, 1, 1, 1))
+    cfg = ModelConfig(n_layers=3, feature_set="polar", feature_mean=(1, 0, 0, 0.2, -1), feature_std=(1, 1, 1, 1, 1))
     again = ModelConfig.from_json(cfg.to_json())
     assert again == cfg
     assert json.loads(cfg.to_json())["n_layers"] == 3
@@ -49,6 +49,10 @@ def test_config_round_trip():
         ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     with pytest.raises(ValueError, match="divisible"):
         ModelConfig(hidden_dim=30, n_heads=4)
+    with pytest.raises(ValueError, match="feature_set"):
+        ModelConfig(feature_set="cartesian")
+    assert ModelConfig(feature_set="polar").in_features == 5
+    assert ModelConfig().in_features == 11 and len(ModelConfig().feature_mean) == 11
 
 
 def test_output_shapes_and_empty_pattern(tiny_model):
@@ -100,6 +104,41 @@ def test_split_direct_beam_by_position_not_brightness():
     assert removed and len(spots) == 2 and 100.0 in spots[:, 2]
     spots, removed = split_direct_beam(pl[[0, 2]])
     assert not removed and len(spots) == 2
+
+
+@pytest.mark.parametrize("feature_set", ["polar", "polar+neighbours"])
+def test_both_feature_sets_are_order_independent(feature_set):
+    torch.manual_seed(0)
+    model = PEAGGMoE(ModelConfig(**TINY, feature_set=feature_set)).eval()
+    # a square lattice: many exactly equidistant neighbours (ties)
+    h, k = np.meshgrid(np.arange(-2, 3), np.arange(-2, 3))
+    pl = np.c_[0.4 * h.ravel(), 0.4 * k.ravel(), np.ones(h.size)].astype(np.float32)
+    pl = pl[np.any(pl[:, :2] != 0, axis=1)]
+    perm = np.random.default_rng(0).permutation(len(pl))
+    with torch.inference_mode():
+        a = model(*collate([pl], 32)).cs_logits
+        b = model(*collate([pl[perm]], 32)).cs_logits
+    torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_neighbour_features_see_lattice_symmetry():
+    from py4dstem_gnn.features import NEIGHBOUR_ORDERS, neighbour_features
+
+    def lattice(v1, v2):
+        h, k = np.meshgrid(np.arange(-3, 4), np.arange(-3, 4))
+        q = h.reshape(-1, 1) * np.array(v1) + k.reshape(-1, 1) * np.array(v2)
+        return torch.tensor(np.c_[q, np.ones(len(q))][None], dtype=torch.float32)
+
+    square = lattice([0.5, 0], [0, 0.5])
+    hexagonal = lattice([0.5, 0], [0.25, 0.5 * np.sqrt(3) / 2])
+    centre = 24  # (h, k) = (0, 0) sits in the middle of the 7 x 7 grid
+    for spots, n_fold, coordination in ((square, 4, 4.0), (hexagonal, 6, 6.0)):
+        f = neighbour_features(spots, torch.ones(1, 49, dtype=torch.bool))[0, centre]
+        assert f[0].item() == pytest.approx(0.5, rel=1e-5)
+        assert f[1].item() == pytest.approx(coordination, rel=1e-3)
+        assert f[2 + NEIGHBOUR_ORDERS.index(n_fold)].item() == pytest.approx(1.0, abs=5e-3)
+    f_sq = neighbour_features(square, torch.ones(1, 49, dtype=torch.bool))[0, centre]
+    assert f_sq[2 + NEIGHBOUR_ORDERS.index(6)].item() < 0.5
 
 
 def test_polar_features_values():

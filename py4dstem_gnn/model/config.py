@@ -13,9 +13,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..features import N_POLAR_FEATURES
+from ..features import FEATURE_SETS
 
-__all__ = ["ModelConfig"]
+__all__ = ["ModelConfig", "DEFAULT_NORMALISATION"]
+
+#: Per-channel (mean, std) of the features on augmented zone-axis kinematic training patterns
+#: (``py4dstem_gnn.train.fit_feature_normalisation``); used when a config gives none.
+DEFAULT_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "polar": ((0.896, 0.0, 0.0, 0.163, -1.07), (0.398, 0.707, 0.707, 0.205, 0.529)),
+    "polar+neighbours": (
+        (0.859, 0.0, 0.0, 0.183, -0.994, 0.220, 1.462, 0.771, 0.631, 0.850, 0.859),
+        (0.375, 0.707, 0.707, 0.212, 0.507, 0.097, 0.733, 0.322, 0.397, 0.257, 0.254),
+    ),
+}
 
 
 @dataclass
@@ -24,8 +34,12 @@ class ModelConfig:
 
     Attributes
     ----------
+    feature_set : str
+        Per-spot input (:func:`py4dstem_gnn.features.spot_features`): ``"polar"`` is the paper's
+        ``[r, θ, I]``; ``"polar+neighbours"`` (default) adds rotation-invariant descriptors of each
+        spot's neighbourhood, which made the network learn from far fewer patterns.
     in_features : int
-        Per-spot input channels (see :func:`py4dstem_gnn.features.polar_features`).
+        Per-spot input channels (derived from ``feature_set``).
     feature_dim : int
         Width of the pointlist encoder ("input feature dim", Table 6).
     encoder_layers : int
@@ -62,12 +76,14 @@ class ModelConfig:
     max_spots : int
         Padding cap: patterns with more diffracted spots keep their brightest ``max_spots``.
     feature_mean, feature_std : tuple of float
-        Per-channel normalisation of the polar features, estimated on training patterns.
+        Per-channel normalisation of the features, estimated on training patterns (empty: the
+        defaults of :data:`DEFAULT_NORMALISATION`).
     n_crystal_systems, n_space_groups : int
         Output classes.
     """
 
-    in_features: int = N_POLAR_FEATURES
+    feature_set: str = "polar+neighbours"
+    in_features: int = 0
     feature_dim: int = 256
     encoder_layers: int = 3
     hidden_dim: int = 64
@@ -86,12 +102,21 @@ class ModelConfig:
     n_rbf: int = 16
     rbf_cutoff: float = 4.0
     max_spots: int = 64
-    feature_mean: tuple[float, ...] = field(default=(0.896, 0.0, 0.0, 0.163, -1.07))
-    feature_std: tuple[float, ...] = field(default=(0.398, 0.707, 0.707, 0.205, 0.529))
+    feature_mean: tuple[float, ...] = ()
+    feature_std: tuple[float, ...] = ()
     n_crystal_systems: int = 7
     n_space_groups: int = 230
 
     def __post_init__(self) -> None:
+        if self.feature_set not in FEATURE_SETS:
+            raise ValueError(f"unknown feature_set {self.feature_set!r}; choose one of {sorted(FEATURE_SETS)}")
+        if self.in_features == 0:
+            self.in_features = FEATURE_SETS[self.feature_set]
+        if self.in_features != FEATURE_SETS[self.feature_set]:
+            raise ValueError(f"feature_set {self.feature_set!r} has {FEATURE_SETS[self.feature_set]} channels, not {self.in_features}")
+        if len(self.feature_mean) == 0:
+            self.feature_mean = DEFAULT_NORMALISATION[self.feature_set][0]
+            self.feature_std = DEFAULT_NORMALISATION[self.feature_set][1]
         self.feature_mean = tuple(float(v) for v in self.feature_mean)
         self.feature_std = tuple(float(v) for v in self.feature_std)
         if self.hidden_dim % self.n_heads:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..features import polar_features
+from ..features import spot_features
 from .attention import key_padding_bias
 from .attention_graph import RelationalAttentionAggregator
 from .config import ModelConfig
@@ -42,7 +42,8 @@ class PEAGGMoE(nn.Module):
 
     Data flow (Nathani et al., npj Comput. Mater. 2026):
 
-    1. polar features ``[r, cos θ, sin θ, I, log I]`` per diffracted spot, normalised per channel;
+    1. per-spot features (polar ``[r, cos θ, sin θ, I, log I]`` and, by default, neighbourhood
+       descriptors; :func:`~py4dstem_gnn.features.spot_features`), normalised per channel;
     2. :class:`~py4dstem_gnn.model.encoder.PointlistEncoder` (1×1 convolutions);
     3. :class:`~py4dstem_gnn.model.attention_graph.RelationalAttentionAggregator`: two MHA + MoE
        blocks, ``A = Attn² · Attn¹`` sparsified to a graph;
@@ -98,7 +99,7 @@ class PEAGGMoE(nn.Module):
             raise ValueError(f"expected spots (B, N, 3) and mask (B, N); got {tuple(spots.shape)} and {tuple(mask.shape)}")
         mask = mask.bool()
         cfg = self.config
-        feats = polar_features(spots.float(), mask)
+        feats = spot_features(spots.float(), mask, cfg.feature_set)
         feats = (feats - self.feature_mean) / self.feature_std * mask.unsqueeze(-1).to(feats.dtype)
         x = self.encoder(feats, mask)
         x, product, adjacency, aux = self.aggregator(x, mask)
