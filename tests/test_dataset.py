@@ -65,3 +65,28 @@ def test_concatenate_and_bad_offsets():
         assert np.array_equal(x, y)
     with pytest.raises(ValueError):
         PatternSet(np.zeros((3, 3)), np.array([0, 2]), [0], [1], [0])
+
+
+@pytest.mark.parametrize("name, split", [("bloch_test.h5", "test"), ("bloch_val.h5", "val")])
+def test_committed_bloch_sets_are_consistent(name, split):
+    from pathlib import Path
+
+    from py4dstem_gnn.labels import crystal_system_of_space_group
+    from py4dstem_gnn.structures import load_manifest
+
+    path = Path(__file__).resolve().parents[1] / "data" / name
+    if not path.exists():
+        pytest.skip(f"{name} not built")
+    ps = PatternSet.from_hdf5(path)
+    m = load_manifest()
+    assert len(ps) > 0
+    assert np.all(m["split"][ps.material] == split)
+    assert np.array_equal(ps.space_group, m["space_group"][ps.material])
+    assert np.array_equal(ps.crystal_system, crystal_system_of_space_group(ps.space_group.astype(int)))
+    R = ps.orientation.astype(np.float64)
+    assert np.allclose(R @ R.transpose(0, 2, 1), np.eye(3), atol=1e-5)
+    first = ps.spots[ps.offsets[:-1]]
+    assert np.allclose(first[:, :2], 0)  # direct beam first, at q = 0
+    assert np.all(ps.spots[:, 2] > 0) and np.all(ps.spots[:, 2] <= 1.0)
+    assert ps.attrs["method"] == "bloch" and ps.attrs["thickness"] == 200.0
+    assert not set(ps.attrs["skipped_materials"]) & set(ps.material)
