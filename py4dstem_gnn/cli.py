@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("py4dstem_gnn.simulate", "simulate diffraction patterns (kinematic library, Bloch-wave sets)"),
     "train": ("py4dstem_gnn.train", "train PE-AG-GMoE (resumable; torchrun for several GPUs)"),
     "evaluate": ("py4dstem_gnn.evaluate", "evaluation report: model and random-forest baseline on the held-out set"),
+    "classify": ("py4dstem_gnn.py4dstem", "classify the BraggVectors of a py4DSTEM file and save the maps beside them"),
     "info": ("py4dstem_gnn.info", "parameter count and forward FLOPs per pattern of a model"),
 }
 
@@ -51,7 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sub.parse_args(rest)
     level = {0: logging.WARNING, 1: logging.INFO}.get(known.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    return int(module.run_cli(args) or 0)
+    try:
+        return int(module.run_cli(args) or 0)
+    except (TypeError, ValueError, FileNotFoundError) as err:
+        if known.verbose >= 2:
+            raise
+        print(f"py4dstem-gnn {known.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

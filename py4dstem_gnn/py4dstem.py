@@ -655,6 +655,8 @@ def run_cli(args: Any) -> int:
 
     import py4DSTEM
 
+    if not Path(args.input).is_file():
+        raise FileNotFoundError(f"input file {args.input} does not exist")
     obj = py4DSTEM.read(args.input)
     bv = _find_braggvectors(obj, args.braggvectors)
     maps = classify_braggvectors(
