@@ -42,6 +42,29 @@ import torch
 logger = logging.getLogger("bench_inference")
 
 
+class _Report(list):
+    """Lines of the report, written to ``path`` after every addition (partial runs keep their results)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _flush(self) -> None:
+        self.path.write_text("\n".join(self) + "\n")
+
+    def append(self, line: str) -> None:  # type: ignore[override]
+        super().append(line)
+        if line.strip():
+            logger.info("report: %s", line)
+        self._flush()
+
+    def __iadd__(self, lines):  # type: ignore[override]
+        for line in lines:
+            self.append(line)
+        return self
+
+
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process (MB), from /proc (VmHWM) or getrusage."""
     try:
@@ -334,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = "python " + " ".join([os.path.relpath(__file__, Path(__file__).parent.parent)] + (argv if argv is not None else sys.argv[1:]))
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    lines = [
+    out = Path(args.out)
+    lines = _Report(out)
+    lines += [
         "# Inference speed: classify_braggvectors",
         "",
         f"Command: `{cmd}`",
@@ -362,9 +387,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.large:
         del bv
         bench_large(args, lines)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
     logger.info("wrote %s", out)
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
