@@ -33,6 +33,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def _plain(value: Any) -> Any:
+    """A JSON-friendly version of an HDF5 attribute (numpy scalars and arrays, bytes)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= 64 else f"array of {value.size}"
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def balanced_weights(space_group: np.ndarray, power: float) -> np.ndarray:
     """Sampling probabilities ∝ ``n_sg^(-power)`` per material (``n_sg``: materials sharing its group).
 
@@ -163,7 +174,7 @@ class KinematicSource:
         return {
             "kind": "kinematic, simulated on the fly",
             "library": self.library_path,
-            "library_attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in self.library.attrs.items()},
+            "library_attrs": {k: _plain(v) for k, v in self.library.attrs.items()},
             "manifest_attrs": dict(self.manifest.attrs),
             "split": self.split,
             "n_materials": int(len(self.materials)),
@@ -237,7 +248,7 @@ class StoredSource:
             "path": self.path,
             "n_patterns": len(self),
             "n_materials": int(len(np.unique(self.patterns.material))),
-            "attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in self.patterns.attrs.items()},
+            "attrs": {k: _plain(v) for k, v in self.patterns.attrs.items()},
             "augmentation": self.augment.to_dict() if self.augment is not None else None,
         }
 
