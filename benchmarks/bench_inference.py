@@ -253,9 +253,6 @@ def bench_device(args: argparse.Namespace, device: torch.device, bv: Any, lines:
         )
         logger.info("%s on %s: %.1f s, %.0f patterns/s, %s", label, device, total, n_pos / total, times)
     valid = int((maps.get_slice("n_spots").data >= 5).sum())
-    if device.type == "cpu":
-        r0, r1 = peaks[False]
-        lines.append(f"\nPeak RSS during the fp32 run: {r1:,.0f} MB ({r1 - r0:,.0f} MB above the RSS before the call).")
 
     # per-position loop
     sub = min(n_pos, args.loop_subset)
@@ -265,6 +262,9 @@ def bench_device(args: argparse.Namespace, device: torch.device, bv: Any, lines:
         f"| per-position loop (`bv.cal` + model on 1 pattern) | {t_loop_full:.0f} (extrapolated from {sub:,} positions, {t_loop:.1f} s) "
         f"| {sub / t_loop:,.0f} | | | |"
     )
+    if device.type == "cpu":
+        r0, r1 = peaks[False]
+        lines.append(f"\nPeak RSS during the fp32 run: {r1:,.0f} MB ({r1 - r0:,.0f} MB above the RSS before the call).")
     peak = matmul_peak_gflops(device)
     achieved = f_mean * n_pos / max(times_model_fp32[0], 1e-9) / 1e9
     lines.append("")
@@ -320,7 +320,7 @@ def bench_large(args: argparse.Namespace, lines: list[str]) -> None:
         f"## Memory: {shape[0]} x {shape[1]} scan ({int(np.prod(shape)):,} positions, {args.spots[0]}-{args.spots[1]} spots)",
         "",
         "Stand-in model (one linear layer on the mean spot) so that the run takes minutes, not hours: the network's "
-        "memory per batch is bounded by the token budget whatever the scan size (see the 256 x 256 run), so what grows "
+        "memory per batch is bounded by the token budget whatever the scan size (see the run above), so what grows "
         "with the scan is the conversion, the padded spot lists and the outputs, all measured here.",
         "",
         f"- RSS before building the BraggVectors: {rss0:,.0f} MB; after (py4DSTEM's PointListArray): {rss_bv:,.0f} MB "
