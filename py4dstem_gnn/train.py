@@ -406,7 +406,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "library (fresh orientations and realism augmentations every step). Rerunning the same "
         "command resumes from <run-dir>/checkpoint.pt. Under torchrun it trains with DDP."
     )
-    parser.add_argument("--library", required=True, help="kinematic structure-factor library (HDF5) from `py4dstem-gnn simulate kinematic-library`")
+    parser.add_argument("--library", required=True, help="kinematic structure-factor library (HDF5) from `py4dstem-gnn simulate kinematic`")
     parser.add_argument("--manifest", default=None, help="structure manifest with the train/val/test split (default: the committed data/manifest.csv.gz)")
     parser.add_argument("--val-set", action="append", default=[], metavar="NAME=PATH", help="stored pattern set(s) for validation (HDF5); the first selects the best weights")
     parser.add_argument("--val-kinematic", type=int, default=1000, metavar="N", help="also validate on N validation-split materials x 2 augmented kinematic patterns (0: off)")
