@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import MultiHeadAttention
-from .moe import MixtureOfExperts
+from .graphormer import GraphormerLayer
 
 __all__ = ["RelationalAttentionBlock", "RelationalAttentionAggregator", "sparsify_attention"]
 
@@ -47,16 +46,12 @@ def sparsify_attention(attention_product: torch.Tensor, mask: torch.Tensor, k: i
     return adj | adj.transpose(1, 2)
 
 
-class RelationalAttentionBlock(nn.Module):
-    """Pre-norm ``x + MHA(LN x)`` then ``x + MoE(LN x)``; returns the attention weights too."""
+class RelationalAttentionBlock(GraphormerLayer):
+    """Pre-norm ``x + MHA(LN x)`` then ``x + MoE(LN x)``, returning the attention weights too.
 
-    def __init__(self, dim: int, n_heads: int, ffn_dim: int, n_experts: int, top_k: int, shared_expert: bool, dropout: float, attention_dropout: float = 0.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, n_heads, attention_dropout)
-        self.norm2 = nn.LayerNorm(dim)
-        self.moe = MixtureOfExperts(dim, ffn_dim, n_experts, top_k, shared_expert)
-        self.drop = nn.Dropout(dropout)
+    The same block as :class:`~py4dstem_gnn.model.graphormer.GraphormerLayer`, without a
+    structural bias (the graph does not exist yet: it is built from these weights).
+    """
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h, weights = self.attn(self.norm1(x), mask, need_weights=True)
