@@ -431,7 +431,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=d.device)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--model", default="{}", help='JSON overrides of the model config, e.g. \'{"n_layers": 4}\'')
-    parser.add_argument("--export", default=None, metavar="DIR", help="at the end, export the best weights to DIR/<--name>")
+    parser.add_argument("--export", default=None, metavar="DIR", help="at the end, export the final weights (with their card) to DIR/<--name>")
     parser.add_argument("--name", default="default", help="name of the exported weights")
 
 
@@ -469,15 +469,11 @@ def run_cli(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, source, validation, data_manifest=source.describe())
     trainer.fit()
     if args.export and trainer.rank == 0 and trainer.step >= cfg.steps:
-        best = Path(cfg.run_dir) / "best.safetensors"
-        if best.is_file():
-            model = load_model(best)
-            card = json.loads(best.with_suffix(".json").read_text())
-            extra = {k: v for k, v in card.items() if k in ("training", "validation", "validation_step")}
-            save_weights(model, args.export, args.name, **extra)
-        else:
-            trainer.export(args.export, args.name)
-        logger.info("exported weights to %s/%s.safetensors", args.export, args.name)
+        # The final weights, not the "best" checkpoint: small validation sets are too noisy to pick
+        # among checkpoints (<run-dir>/best.* stays available for those who want it).
+        validation_now = trainer.evaluate() if trainer.validation else {}
+        trainer.export(args.export, args.name, validation=validation_now, validation_step=trainer.step)
+        logger.info("exported the final weights to %s/%s.safetensors", args.export, args.name)
     return 0
 
 
