@@ -474,6 +474,14 @@ def _plt():
     return plt
 
 
+
+def _save_figure(fig, out: Path, name: str) -> str:
+    """Lay out, write ``out/name`` as PNG, release the figure; returns ``name``."""
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    _plt().close(fig)
+    return name
+
 def _plot_confusions(results: list[ClassifierResult], out: Path, k: int) -> str:
     plt = _plt()
     fig, axes = plt.subplots(len(results), 2, figsize=(10, 4.6 * len(results)), squeeze=False)
@@ -496,11 +504,7 @@ def _plot_confusions(results: list[ClassifierResult], out: Path, k: int) -> str:
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
             ax.set_title(f"{res.label}\n{title} (% of true class)", fontsize=9)
-    fig.tight_layout()
-    name = "confusion_crystal_system.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save_figure(fig, out, "confusion_crystal_system.png")
 
 
 def _plot_confidence(results: list[ClassifierResult], cs_true: np.ndarray, out: Path) -> str:
@@ -515,11 +519,7 @@ def _plot_confidence(results: list[ClassifierResult], cs_true: np.ndarray, out: 
         ax.set_ylabel("patterns")
         ax.set_title(res.label, fontsize=9)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    name = "confidence_histogram.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save_figure(fig, out, "confidence_histogram.png")
 
 
 def _plot_reliability(results: list[ClassifierResult], cs_true: np.ndarray, out: Path) -> str:
@@ -541,11 +541,7 @@ def _plot_reliability(results: list[ClassifierResult], cs_true: np.ndarray, out:
         ax.set_ylim(0, 1)
         ax.set_title(res.label, fontsize=9)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    name = "reliability_crystal_system.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save_figure(fig, out, "reliability_crystal_system.png")
 
 
 def _plot_views_curve(results: list[ClassifierResult], out: Path) -> str:
@@ -565,11 +561,7 @@ def _plot_views_curve(results: list[ClassifierResult], out: Path) -> str:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    name = "accuracy_vs_views.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save_figure(fig, out, "accuracy_vs_views.png")
 
 
 def _plot_by_system(results: list[ClassifierResult], out: Path, k: int) -> str:
@@ -593,11 +585,7 @@ def _plot_by_system(results: list[ClassifierResult], out: Path, k: int) -> str:
         ax.set_ylabel("%")
         ax.set_title(t, fontsize=10)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    name = "accuracy_by_crystal_system.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save_figure(fig, out, "accuracy_by_crystal_system.png")
 
 
 # ----------------------------------------------------------------------------- markdown

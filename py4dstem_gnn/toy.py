@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TOY_CLASSES", "toy_pattern", "ToyLatticeSource"]
+__all__ = ["TOY_CLASSES", "toy_pattern", "ToyLatticeSource", "tiny_model"]
 
 #: (crystal-system code, space-group number) of each toy class.
 TOY_CLASSES: tuple[tuple[int, int], ...] = ((1, 10), (2, 47), (3, 123), (5, 191))
@@ -52,3 +52,17 @@ class ToyLatticeSource:
         cs = np.array([TOY_CLASSES[k][0] for k in kinds])
         sg = np.array([TOY_CLASSES[k][1] for k in kinds])
         return pls, cs, sg
+
+
+def tiny_model(seed: int = 0):
+    """A seeded, untrained, very small :class:`~py4dstem_gnn.model.PEAGGMoE` in eval mode (for tests)."""
+    import torch
+
+    from .model import ModelConfig, PEAGGMoE
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        feature_dim=16, encoder_layers=1, hidden_dim=16, n_layers=1, n_heads=2, ffn_dim=16,
+        n_experts=2, top_k=1, max_spots=24,
+    )
+    return PEAGGMoE(cfg).eval()

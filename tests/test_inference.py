@@ -17,16 +17,10 @@ from py4dstem_gnn.inference import (
     resolve_device,
 )
 from py4dstem_gnn.labels import SG_TO_CS
-from py4dstem_gnn.model import ModelConfig, ModelOutput, PEAGGMoE
+from py4dstem_gnn.model import ModelOutput
+from py4dstem_gnn.toy import tiny_model
 
 
-def tiny_model(seed: int = 0) -> PEAGGMoE:
-    torch.manual_seed(seed)
-    cfg = ModelConfig(
-        feature_dim=16, encoder_layers=1, hidden_dim=16, n_layers=1, n_heads=2, ffn_dim=16,
-        n_experts=2, top_k=1, max_spots=24,
-    )
-    return PEAGGMoE(cfg).eval()
 
 
 class SpotCountModel(torch.nn.Module):

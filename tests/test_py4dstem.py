@@ -15,7 +15,7 @@ py4DSTEM = pytest.importorskip("py4DSTEM")
 
 from py4dstem_gnn.features import split_direct_beam  # noqa: E402
 from py4dstem_gnn.labels import SG_TO_CS  # noqa: E402
-from py4dstem_gnn.model import ModelConfig, ModelOutput, PEAGGMoE  # noqa: E402
+from py4dstem_gnn.model import ModelOutput  # noqa: E402
 from py4dstem_gnn.py4dstem import (  # noqa: E402
     SLICE_LABELS,
     calibrated_vectors,
@@ -24,6 +24,7 @@ from py4dstem_gnn.py4dstem import (  # noqa: E402
     remove_direct_beam,
 )
 from py4dstem_gnn.synthetic import braggvectors_from_pointlists, random_braggvectors  # noqa: E402
+from py4dstem_gnn.toy import tiny_model
 
 QPIX = 0.02
 ORIGIN = (64.4, 63.2)
@@ -52,13 +53,6 @@ class CountingModel(torch.nn.Module):
         return ModelOutput(cs, sg, torch.zeros(()))
 
 
-def tiny_model(seed: int = 0) -> PEAGGMoE:
-    torch.manual_seed(seed)
-    cfg = ModelConfig(
-        feature_dim=16, encoder_layers=1, hidden_dim=16, n_layers=1, n_heads=2, ffn_dim=16,
-        n_experts=2, top_k=1, max_spots=24,
-    )
-    return PEAGGMoE(cfg).eval()
 
 
 def _pattern(n_diffracted: int, rng: np.random.Generator, beam_offset=(0.0, 0.0)) -> np.ndarray:
