@@ -28,6 +28,7 @@ __all__ = [
     "neighbour_features",
     "spot_features",
     "FEATURE_SETS",
+    "feature_names",
 ]
 
 #: Default distance (1/Å) within which the spot nearest q = 0 is taken as the direct beam.
@@ -46,6 +47,28 @@ N_NEIGHBOUR_FEATURES: int = 2 + len(NEIGHBOUR_ORDERS)
 FEATURE_SETS: dict[str, int] = {"polar": N_POLAR_FEATURES, "polar+neighbours": N_POLAR_FEATURES + N_NEIGHBOUR_FEATURES}
 
 _LOG_FLOOR = 1e-4
+
+
+def feature_names(feature_set: str) -> list[str]:
+    """Names (with units) of the input channels of a feature set, in model order.
+
+    Parameters
+    ----------
+    feature_set : str
+        A key of :data:`FEATURE_SETS`.
+
+    Returns
+    -------
+    list of str
+        One name per channel; ``len == FEATURE_SETS[feature_set]``.
+    """
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {feature_set!r}; choose one of {sorted(FEATURE_SETS)}")
+    names = ["r (1/A)", "cos theta", "sin theta", "I/I_max", f"log10(max(I/I_max, {_LOG_FLOOR:g}))"]
+    if feature_set == "polar+neighbours":
+        names += ["nearest-neighbour distance d1 (1/A)", "first-shell coordination"]
+        names += [f"first-shell angular harmonic |<exp({n} i phi)>|" for n in NEIGHBOUR_ORDERS]
+    return names
 
 
 def as_pointlist(pointlist: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:

@@ -9,6 +9,7 @@ sets (e.g. Bloch-wave) for validation.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 
 from .orientations import zone_axis_rotations
 from .augment import AugmentConfig, augment_pointlists, random_excitation_sigma
+from .labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
 from .simulate import SIGMA_EXCITATION_ERROR, KinematicLibrary, random_rotations, sample_kinematic
 from .structures import load_manifest
 
@@ -28,6 +30,8 @@ __all__ = [
     "load_pattern_set",
     "load_validation_sets",
     "balanced_weights",
+    "space_group_prior",
+    "logit_adjustment",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,63 @@ def balanced_weights(space_group: np.ndarray, power: float) -> np.ndarray:
     _, inverse, counts = np.unique(sg, return_inverse=True, return_counts=True)
     w = counts[inverse].astype(np.float64) ** (-power)
     return w / w.sum()
+
+
+def space_group_prior(space_group: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Distribution over the 230 space groups of draws with these per-item weights.
+
+    Parameters
+    ----------
+    space_group : numpy.ndarray
+        Space-group number (1..230) of each item.
+    weights : numpy.ndarray, optional
+        Draw probability of each item (default: uniform).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(230,)`` probabilities; column ``j`` is space group ``j + 1``.
+    """
+    sg = np.asarray(space_group, dtype=np.int64)
+    w = np.ones(len(sg)) if weights is None else np.asarray(weights, dtype=np.float64)
+    p = np.bincount(sg - 1, weights=w, minlength=N_SPACE_GROUPS)[:N_SPACE_GROUPS]
+    return p / p.sum()
+
+
+def logit_adjustment(sampled: np.ndarray, deploy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Logit offsets that move a model trained on ``sampled`` class frequencies to ``deploy``.
+
+    Post-hoc logit adjustment (Menon et al., "Long-tail learning via logit adjustment",
+    ICLR 2021): a classifier trained with class-balanced sampling learns
+    ``p_sampled(y | x)``; adding ``log p_deploy(y) − log p_sampled(y)`` to its logits gives the
+    Bayes classifier under the deployment prior. Crystal-system priors are the sums of their
+    space groups'. Classes absent from either prior get no offset.
+
+    Parameters
+    ----------
+    sampled, deploy : numpy.ndarray
+        ``(230,)`` space-group distributions (see :func:`space_group_prior`).
+
+    Returns
+    -------
+    cs_offsets : numpy.ndarray
+        ``(7,)``, mean zero over the crystal systems with an offset.
+    sg_offsets : numpy.ndarray
+        ``(230,)``, mean zero over the space groups with an offset.
+    """
+    def offsets(p_s: np.ndarray, p_d: np.ndarray) -> np.ndarray:
+        ok = (p_s > 0) & (p_d > 0)
+        out = np.zeros(len(p_s))
+        out[ok] = np.log(p_d[ok]) - np.log(p_s[ok])
+        if ok.any():
+            out[ok] -= out[ok].mean()
+        return out
+
+    sampled = np.asarray(sampled, dtype=np.float64)
+    deploy = np.asarray(deploy, dtype=np.float64)
+    cs_s = np.bincount(SG_TO_CS, weights=sampled, minlength=N_CRYSTAL_SYSTEMS)
+    cs_d = np.bincount(SG_TO_CS, weights=deploy, minlength=N_CRYSTAL_SYSTEMS)
+    return offsets(cs_s, cs_d), offsets(sampled, deploy)
 
 
 class KinematicSource:
@@ -161,6 +222,40 @@ class KinematicSource:
             pls = augment_pointlists(pls, rng, self.augment)
         return pls, self.crystal_system[pick], self.space_group[pick]
 
+    def sampled_prior(self) -> np.ndarray:
+        """Space-group distribution of this source's draws (after class balancing)."""
+        return space_group_prior(self.space_group, self.weights)
+
+    def deploy_prior(self) -> np.ndarray:
+        """Space-group distribution of its materials, one vote each (the structure database's)."""
+        return space_group_prior(self.space_group)
+
+    def subset(self, materials: np.ndarray) -> "KinematicSource":
+        """A copy of this source that draws only from ``materials`` (material indices it holds).
+
+        Parameters
+        ----------
+        materials : numpy.ndarray
+            Material indices (manifest rows), each one of :attr:`materials`.
+
+        Returns
+        -------
+        KinematicSource
+            Same library, augmentations and balancing, restricted to ``materials``.
+        """
+        materials = np.asarray(materials, dtype=np.int64)
+        keep = np.isin(self.materials, materials)
+        if keep.sum() != len(np.unique(materials)):
+            raise ValueError("subset() wants materials this source holds")
+        out = copy.copy(self)
+        out._follow = False
+        out.materials = self.materials[keep]
+        out._rows = self._rows[keep]
+        out.space_group = self.space_group[keep]
+        out.crystal_system = self.crystal_system[keep]
+        out.weights = balanced_weights(out.space_group, self.balance_power)
+        return out
+
     def fixed_set(self, per_material: int, seed: int, max_materials: int | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """A reproducible evaluation set: ``per_material`` patterns of each (or a seeded subset of) material."""
         rng = np.random.default_rng(seed)
@@ -233,6 +328,15 @@ class StoredSource:
     def __len__(self) -> int:
         return len(self.pointlists)
 
+    def sampled_prior(self) -> np.ndarray:
+        """Space-group distribution of this source's draws (after class balancing)."""
+        return space_group_prior(self.space_group, self.weights)
+
+    def deploy_prior(self) -> np.ndarray:
+        """Space-group distribution of its materials, one vote each."""
+        _, first = np.unique(self.patterns.material, return_index=True)
+        return space_group_prior(self.space_group[first])
+
     def sample(self, rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """``n`` stored patterns (with replacement), augmented."""
         pick = rng.choice(len(self.pointlists), size=n, p=self.weights)
@@ -275,6 +379,14 @@ class MixedSource:
         a = self.main.sample(rng, n - k)
         b = self.other.sample(rng, k) if k else ([], np.zeros(0, np.int64), np.zeros(0, np.int64))
         return list(a[0]) + list(b[0]), np.concatenate([a[1], b[1]]), np.concatenate([a[2], b[2]])
+
+    def sampled_prior(self) -> np.ndarray:
+        """Space-group distribution of the mixed draws."""
+        return (1 - self.fraction) * self.main.sampled_prior() + self.fraction * self.other.sampled_prior()
+
+    def deploy_prior(self) -> np.ndarray:
+        """The main source's deployment prior."""
+        return self.main.deploy_prior()
 
     def describe(self) -> dict[str, Any]:
         """Both sources and the mixing fraction."""

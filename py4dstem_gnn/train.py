@@ -58,7 +58,6 @@ __all__ = [
     "lr_at",
     "read_metrics",
     "fit_feature_normalisation",
-    "training_curve_figure",
     "configure_parser",
     "run_cli",
 ]
@@ -98,10 +97,16 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     model: dict[str, Any] = field(default_factory=dict)
+    logit_adjustment: bool = True
 
     def model_config(self) -> ModelConfig:
         """The architecture (Table 6 defaults overridden by ``model``)."""
         return ModelConfig(**self.model)
+
+
+def _without_adjustment(config: ModelConfig) -> dict[str, Any]:
+    """Config dict without the logit offsets (they are set at export, not trained)."""
+    return {k: v for k, v in config.to_dict().items() if not k.endswith("_logit_adjustment")}
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -260,6 +265,7 @@ class Trainer:
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
         if self.checkpoint_path.is_file():
             self._load_checkpoint()
+        self.adjustment_info = self.set_logit_adjustment()
 
     # -- checkpoints -------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -282,7 +288,8 @@ class Trainer:
 
     def _load_checkpoint(self) -> None:
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        if state["model_config"] != self.model.config.to_dict():
+        saved = ModelConfig.from_dict(state["model_config"])
+        if _without_adjustment(saved) != _without_adjustment(self.model.config):
             self.model = PEAGGMoE(ModelConfig.from_dict(state["model_config"])).to(self.device)
             raise ValueError(
                 f"{self.checkpoint_path} was written for another model config; use another run_dir "
@@ -314,8 +321,37 @@ class Trainer:
             results[f"{name}/sg_acc"] = float((sg_logits.argmax(1) + 1 == sg).mean())
         return results
 
+    def set_logit_adjustment(self) -> dict[str, Any]:
+        """Set the model's evaluation-mode logit offsets from the source's sampling (at start-up).
+
+        The offsets move the class prior of the balanced training draws
+        (``source.sampled_prior()``) to the deployment prior (``source.deploy_prior()``, the
+        training materials one vote each); see :func:`py4dstem_gnn.sources.logit_adjustment`.
+        Off (offsets removed) when ``cfg.logit_adjustment`` is False or the source cannot tell
+        its priors.
+
+        Returns
+        -------
+        dict
+            What was done, for the model card.
+        """
+        from .sources import logit_adjustment
+
+        if not self.cfg.logit_adjustment or not hasattr(self.source, "sampled_prior"):
+            self.model.set_logit_adjustment()
+            return {"applied": False}
+        cs, sg = logit_adjustment(self.source.sampled_prior(), self.source.deploy_prior())
+        self.model.set_logit_adjustment(cs.tolist(), sg.tolist())
+        return {
+            "applied": True,
+            "method": "post-hoc logit adjustment (Menon et al., ICLR 2021): log p_deploy - log p_sampled, "
+            "added to the logits in evaluation mode",
+            "sampled": f"class-balanced training draws (balance_power {self.cfg.balance_power})",
+            "deploy": "space groups of the training materials, one vote per material",
+        }
+
     def export(self, directory: str | os.PathLike, name: str, **card: Any) -> Path:
-        """Save the current weights with a model card."""
+        """Save the current weights (with their logit offsets, see :meth:`set_logit_adjustment`) and a card."""
         return save_weights(
             self.model,
             directory,
@@ -331,6 +367,7 @@ class Trainer:
                     "world_size": self.world,
                 },
                 "data": self.source.describe() if hasattr(self.source, "describe") else self.data_manifest,
+                "logit_adjustment": self.adjustment_info,
             },
             **card,
         )
@@ -423,6 +460,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stored-fraction", type=float, default=0.5, help="share of --stored-train patterns in a batch")
     parser.add_argument("--follow-library", action="store_true", help="pick up library shards written while training runs")
     parser.add_argument("--no-augment", action="store_true", help="switch the realism augmentations off")
+    parser.add_argument(
+        "--no-logit-adjustment",
+        action="store_true",
+        help="export without the logit offsets that undo the class-balanced sampling's prior",
+    )
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--eval-every", type=int, default=d.eval_every)
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -457,6 +499,7 @@ def run_cli(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         model=json.loads(args.model),
+        logit_adjustment=not args.no_logit_adjustment,
     )
     source = KinematicSource(args.library, args.manifest, split="train", augment=not args.no_augment, balance_power=cfg.balance_power, follow=args.follow_library)
     if args.stored_train:
@@ -475,45 +518,3 @@ def run_cli(args: argparse.Namespace) -> int:
         trainer.export(args.export, args.name, validation=validation_now, validation_step=trainer.step)
         logger.info("exported the final weights to %s/%s.safetensors", args.export, args.name)
     return 0
-
-
-def training_curve_figure(run_dir: str | os.PathLike, smooth: int = 10):
-    """Training loss and validation accuracies of a run against step (a matplotlib Figure).
-
-    Parameters
-    ----------
-    run_dir : path-like
-        Run folder holding ``metrics.jsonl``.
-    smooth : int
-        Moving-average window (in logged points) for the training curves.
-    """
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(run_dir)
-    train = [r for r in rows if r.get("kind", "train") == "train"]
-    val = [r for r in rows if r.get("kind") == "val"]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    if train:
-        steps = np.array([r["step"] for r in train])
-        for key in ("loss", "cs_loss", "sg_loss"):
-            y = np.array([r[key] for r in train])
-            k = max(1, min(smooth, len(y)))
-            ys = np.convolve(y, np.ones(k) / k, mode="valid")
-            ax_loss.plot(steps[k - 1 :], ys, label=key)
-        ax_loss.set_xlabel("step")
-        ax_loss.set_ylabel("training loss (moving average)")
-        ax_loss.legend()
-        y = np.array([r["cs_acc"] for r in train])
-        k = max(1, min(smooth * 5, len(y)))
-        ax_acc.plot(steps[k - 1 :], np.convolve(y, np.ones(k) / k, mode="valid"), color="0.6", lw=1, label="train cs (batch)")
-    for key in sorted({k for r in val for k in r if k.endswith("_acc")}):
-        pts = [(r["step"], r[key]) for r in val if key in r]
-        ax_acc.plot(*zip(*pts), marker="o", label=key)
-    ax_acc.set_xlabel("step")
-    ax_acc.set_ylabel("accuracy")
-    ax_acc.set_ylim(0, 1)
-    ax_acc.grid(alpha=0.3)
-    ax_acc.legend(fontsize=8)
-    fig.suptitle(f"training curve: {Path(run_dir).name}")
-    fig.tight_layout()
-    return fig

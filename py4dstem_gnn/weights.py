@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .features import feature_names
 from .labels import CRYSTAL_SYSTEMS
 from .model import ModelConfig, PEAGGMoE
 
@@ -194,7 +195,7 @@ def model_card(model: PEAGGMoE, **extra: Any) -> dict[str, Any]:
         "and attention mechanisms, npj Comput. Mater. (2026)",
         "config": model.config.to_dict(),
         "feature_normalisation": {
-            "features": ["r (1/A)", "cos theta", "sin theta", "I/I_max", "log10(max(I/I_max, 1e-4))"],
+            "features": feature_names(model.config.feature_set),
             "mean": list(model.config.feature_mean),
             "std": list(model.config.feature_std),
         },

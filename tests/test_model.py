@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -275,3 +274,28 @@ def test_a_few_steps_lower_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_logit_adjustment_applies_in_eval_mode_only():
+    from py4dstem_gnn.toy import tiny_model
+
+    net = tiny_model()
+    rng = np.random.default_rng(0)
+    spots = torch.tensor(rng.normal(size=(3, 10, 3)), dtype=torch.float32).abs()
+    mask = torch.ones(3, 10, dtype=torch.bool)
+    base = net(spots, mask)
+    cs_off, sg_off = np.arange(7.0), np.linspace(-1, 1, 230)
+    net.set_logit_adjustment(cs_off.tolist(), sg_off.tolist())
+    shifted = net(spots, mask)
+    torch.testing.assert_close(shifted.cs_logits - base.cs_logits, torch.tensor(cs_off, dtype=torch.float32).expand(3, 7))
+    torch.testing.assert_close(shifted.sg_logits - base.sg_logits, torch.tensor(sg_off, dtype=torch.float32).expand(3, 230))
+    net.train()
+    torch.manual_seed(0)
+    a = net(spots, mask).cs_logits
+    net.set_logit_adjustment()
+    torch.manual_seed(0)
+    torch.testing.assert_close(net(spots, mask).cs_logits, a)  # training logits are never shifted
+    with pytest.raises(ValueError):
+        ModelConfig(cs_logit_adjustment=(1.0, 2.0))
+    with pytest.raises(ValueError):
+        ModelConfig(cs_logit_adjustment=(float("nan"),) * 7)

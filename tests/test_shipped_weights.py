@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import py4dstem_gnn as pg
 from py4dstem_gnn.weights import read_card, resolve_weights, sha256_of

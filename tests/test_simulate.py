@@ -306,3 +306,44 @@ def test_memory_guard_skips_long_cells(tmp_path):
     assert S.bloch_patterns_for_material(long.to_crystal(), 9, 1, 0) is None
     e_au, t_au = S.dynamical_setup_size(CELLS[0][0].to_crystal())
     assert t_au < 1e5 and e_au == pytest.approx(4 * 4 / 3 * np.pi * 4.0**3 * 4.08**3)
+
+
+def test_kinematic_source_subset_draws_only_its_materials():
+    from py4dstem_gnn.sources import KinematicSource
+    from py4dstem_gnn.structures import load_manifest
+
+    train = load_manifest().indices("train")[:3]
+    entries = [S.kinematic_entry(CELLS[m][0].to_crystal()) for m in sorted(CELLS)]
+    lib = S.KinematicLibrary.from_entries(list(train), entries, {"k_max": S.K_MAX})
+    source = KinematicSource(lib, split="train")
+    assert sorted(source.materials) == sorted(train)
+    part = source.subset(train[1:])
+    assert sorted(part.materials) == sorted(train[1:]) and len(source) == 3
+    assert part.weights.sum() == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(part), size=20, p=part.weights)
+    assert set(part.materials[pick]) <= set(train[1:])
+    pls, cs, sg = part.patterns(pick, rng)
+    assert len(pls) == 20 and np.all(sg == part.space_group[pick])
+    with pytest.raises(ValueError):
+        source.subset([train[0], -5])
+
+
+def test_logit_adjustment_moves_the_sampled_prior_to_the_deployed_one():
+    from py4dstem_gnn.labels import SG_TO_CS
+    from py4dstem_gnn.sources import balanced_weights, logit_adjustment, space_group_prior
+
+    sg = np.array([2, 2, 2, 2, 14, 225, 225, 225, 225, 225, 225, 225, 225, 225])
+    deploy = space_group_prior(sg)
+    sampled = space_group_prior(sg, balanced_weights(sg, 1.0))  # uniform over the three groups
+    assert sampled[[1, 13, 224]] == pytest.approx([1 / 3] * 3)
+    cs, sgo = logit_adjustment(sampled, deploy)
+    # the offsets are log ratios up to a constant; absent classes get none
+    assert sgo[224] - sgo[1] == pytest.approx(np.log(9 / 4))
+    assert sgo[13] - sgo[1] == pytest.approx(np.log(1 / 4))
+    assert np.count_nonzero(sgo) == 3 and sgo[[1, 13, 224]].sum() == pytest.approx(0)
+    tri, mono, cub = SG_TO_CS[1], SG_TO_CS[13], SG_TO_CS[224]
+    assert cs[cub] - cs[tri] == pytest.approx(np.log(9 / 4)) and cs[mono] - cs[tri] == pytest.approx(np.log(1 / 4))
+    # a prior that is already the deployed one needs no offset
+    cs0, sg0 = logit_adjustment(deploy, deploy)
+    assert np.allclose(cs0, 0) and np.allclose(sg0, 0)

@@ -86,7 +86,15 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     kills, steps_at_kill = 0, []
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, str(script), str(run), str(steps)], env=env)
-        time.sleep(float(rng.uniform(3.0, 5.0)))
+        # wait for this process's first checkpoint (imports take long on a loaded machine), then a random moment
+        start = run / "checkpoint.pt"
+        before = start.stat().st_mtime_ns if start.is_file() else 0
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            if start.is_file() and start.stat().st_mtime_ns != before:
+                break
+            time.sleep(0.05)
+        time.sleep(float(rng.uniform(0.0, 1.5)))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -102,3 +110,34 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], atol=1e-6, rtol=1e-5)
     assert not list(run.glob("*.tmp"))
+
+
+class _PriorSource(ToyLatticeSource):
+    """Toy source that declares a balanced sampling prior and a skewed deployment prior."""
+
+    def sampled_prior(self):
+        p = np.zeros(230)
+        p[[0, 224]] = 0.5  # P1, Fm-3m
+        return p
+
+    def deploy_prior(self):
+        p = np.zeros(230)
+        p[[0, 224]] = [0.9, 0.1]
+        return p
+
+
+def test_logit_adjustment_set_at_start_exported_and_survives_resume(tmp_path):
+    from py4dstem_gnn.weights import load_model
+
+    trainer = Trainer(_cfg(tmp_path / "r", steps=2), _PriorSource())
+    sg = np.array(trainer.model.config.sg_logit_adjustment)
+    assert sg[0] - sg[224] == pytest.approx(np.log(9.0))
+    assert trainer.adjustment_info["applied"]
+    trainer.fit(progress=False)
+    trainer.export(tmp_path / "w", "m")
+    loaded = load_model(tmp_path / "w" / "m.safetensors")
+    assert loaded.config.sg_logit_adjustment == trainer.model.config.sg_logit_adjustment
+    # resuming a checkpoint of the same architecture is allowed whatever the offsets
+    again = Trainer(_cfg(tmp_path / "r", steps=2, logit_adjustment=False), _PriorSource())
+    assert again.step == 2 and not again.adjustment_info["applied"]
+    assert again.model.config.sg_logit_adjustment == ()

@@ -74,3 +74,12 @@ def test_wrong_type_is_a_type_error():
 def test_loaded_model_passes_through():
     model = PEAGGMoE(ModelConfig(**TINY)).train()
     assert load_model(model) is model and not model.training
+
+
+@pytest.mark.parametrize("feature_set", ["polar", "polar+neighbours"])
+def test_card_names_every_input_channel(feature_set):
+    from py4dstem_gnn.weights import model_card
+
+    net = PEAGGMoE(ModelConfig(feature_set=feature_set, feature_dim=16, hidden_dim=16, n_layers=1, n_heads=2, ffn_dim=16))
+    norm = model_card(net)["feature_normalisation"]
+    assert len(norm["features"]) == len(norm["mean"]) == len(norm["std"]) == net.config.in_features

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,12 @@ class ModelConfig:
         defaults of :data:`DEFAULT_NORMALISATION`).
     n_crystal_systems, n_space_groups : int
         Output classes.
+    cs_logit_adjustment, sg_logit_adjustment : tuple of float
+        Added to the logits in evaluation mode only (empty: none). Training with class-balanced
+        sampling teaches the heads a flattened class prior; these offsets,
+        ``log p_deploy(class) − log p_sampled(class)``, move the predictions back to the
+        deployment prior (post-hoc logit adjustment, Menon et al., ICLR 2021). Written by
+        ``py4dstem-gnn train`` from its sampling (see ``py4dstem_gnn.sources.logit_adjustment``).
     """
 
     feature_set: str = "polar+neighbours"
@@ -106,6 +113,8 @@ class ModelConfig:
     feature_std: tuple[float, ...] = ()
     n_crystal_systems: int = 7
     n_space_groups: int = 230
+    cs_logit_adjustment: tuple[float, ...] = ()
+    sg_logit_adjustment: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.feature_set not in FEATURE_SETS:
@@ -129,12 +138,20 @@ class ModelConfig:
             raise ValueError("feature_std must be positive")
         if self.encoder_layers < 1 or self.n_layers < 1:
             raise ValueError("encoder_layers and n_layers must be at least 1")
+        self.cs_logit_adjustment = tuple(float(v) for v in self.cs_logit_adjustment)
+        self.sg_logit_adjustment = tuple(float(v) for v in self.sg_logit_adjustment)
+        for name, n in (("cs_logit_adjustment", self.n_crystal_systems), ("sg_logit_adjustment", self.n_space_groups)):
+            values = getattr(self, name)
+            if values and (len(values) != n or not all(math.isfinite(v) for v in values)):
+                raise ValueError(f"{name} needs {n} finite values (or none)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dictionary of the configuration."""
         d = dataclasses.asdict(self)
         d["feature_mean"] = list(self.feature_mean)
         d["feature_std"] = list(self.feature_std)
+        d["cs_logit_adjustment"] = list(self.cs_logit_adjustment)
+        d["sg_logit_adjustment"] = list(self.sg_logit_adjustment)
         return d
 
     @classmethod

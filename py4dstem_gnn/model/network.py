@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -80,6 +81,24 @@ class PEAGGMoE(nn.Module):
         self.head_norm = nn.LayerNorm(d)
         self.cs_head = nn.Linear(d, config.n_crystal_systems)
         self.sg_head = nn.Linear(d, config.n_space_groups)
+        self.register_buffer("cs_logit_adjustment", torch.zeros(config.n_crystal_systems), persistent=False)
+        self.register_buffer("sg_logit_adjustment", torch.zeros(config.n_space_groups), persistent=False)
+        self.set_logit_adjustment(config.cs_logit_adjustment, config.sg_logit_adjustment)
+
+    def set_logit_adjustment(self, cs: Sequence[float] = (), sg: Sequence[float] = ()) -> None:
+        """Set (or, with empty sequences, remove) the evaluation-mode logit offsets.
+
+        Parameters
+        ----------
+        cs, sg : sequence of float
+            ``n_crystal_systems`` and ``n_space_groups`` offsets added to the logits when the
+            module is in evaluation mode (see :class:`ModelConfig`); stored in :attr:`config`,
+            hence in the model card of saved weights.
+        """
+        self.config = dataclasses.replace(self.config, cs_logit_adjustment=tuple(cs), sg_logit_adjustment=tuple(sg))
+        device = self.cs_logit_adjustment.device
+        self.cs_logit_adjustment = torch.tensor(self.config.cs_logit_adjustment or [0.0] * self.config.n_crystal_systems, device=device)
+        self.sg_logit_adjustment = torch.tensor(self.config.sg_logit_adjustment or [0.0] * self.config.n_space_groups, device=device)
 
     def forward(self, spots: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
         """Classify a padded batch of spot patterns.
@@ -121,7 +140,11 @@ class PEAGGMoE(nn.Module):
         m, graph_aux = self.graph_moe(g)
         aux_terms.append(graph_aux)
         g = self.head_norm(g + m)
-        return ModelOutput(self.cs_head(g).float(), self.sg_head(g).float(), torch.stack(aux_terms).mean())
+        cs_logits, sg_logits = self.cs_head(g).float(), self.sg_head(g).float()
+        if not self.training:
+            cs_logits = cs_logits + self.cs_logit_adjustment
+            sg_logits = sg_logits + self.sg_logit_adjustment
+        return ModelOutput(cs_logits, sg_logits, torch.stack(aux_terms).mean())
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
