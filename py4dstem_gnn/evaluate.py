@@ -47,6 +47,8 @@ from .labels import CRYSTAL_SYSTEMS, N_CRYSTAL_SYSTEMS, SG_TO_CS
 
 __all__ = [
     "PAPER_FIGURES",
+    "card_evaluation",
+    "update_card_evaluation",
     "ClassifierResult",
     "load_pattern_set",
     "predict_model",
@@ -933,6 +935,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-rf-only", action="store_true", help="train and save the RF (--rf), then stop")
     parser.add_argument("--val", default=None, help="validation pattern set (HDF5) for temperature scaling")
     parser.add_argument("--out", default="reports", help="output folder")
+    parser.add_argument(
+        "--update-card",
+        action="store_true",
+        help="write the headline figures into the 'evaluation' field of the --weights card (JSON only)",
+    )
     parser.add_argument("--views", type=int, default=10, help="patterns combined per material")
     parser.add_argument("--draws", type=int, default=5, help="random draws of the views")
     parser.add_argument("--seed", type=int, default=0)
@@ -998,7 +1005,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if model is None and rf is None:
         logger.error("nothing to evaluate: give --weights and/or --rf")
         return 2
-    evaluate(
+    payload = evaluate(
         args.test,
         model=model,
         rf=rf,
@@ -1016,7 +1023,86 @@ def run_cli(args: argparse.Namespace) -> int:
     )
     print_path = Path(args.out) / "report.md"
     logger.info("wrote %s", print_path)
+    if args.update_card:
+        if model is None:
+            raise ValueError("--update-card needs --weights")
+        card_path = update_card_evaluation(model, payload, str(print_path))
+        logger.info("evaluation written into %s", card_path)
     return 0
+
+
+def card_evaluation(payload: dict[str, Any], report: str) -> dict[str, Any]:
+    """Headline figures of an evaluation (the dict :func:`evaluate` returns) for a model card.
+
+    Parameters
+    ----------
+    payload : dict
+        Output of :func:`evaluate` (also ``results.json``).
+    report : str
+        Path of the Markdown report, recorded in the card.
+
+    Returns
+    -------
+    dict
+        Command, test set, accuracies (%) of the model and the RF (one pattern and multi-view),
+        the paper's figures, whether every target is met and the gaps (points) to them.
+    """
+    def headline(numbers: dict[str, Any]) -> dict[str, float]:
+        multi = numbers.get("multiview_log") or {}
+        out = {
+            "crystal_system_1_pattern": round(100 * numbers["cs_accuracy"], 1),
+            "space_group_1_pattern": round(100 * numbers["sg_accuracy"], 1),
+        }
+        if multi:
+            out[f"crystal_system_{multi['k']}_views"] = round(100 * multi["cs_mean"], 1)
+            out[f"space_group_{multi['k']}_views"] = round(100 * multi["sg_mean"], 1)
+        return out
+
+    info, results = payload["info"], payload["results"]
+    card: dict[str, Any] = {
+        "command": info.get("command"),
+        "report": report,
+        "git": info.get("git"),
+        "date": info.get("date"),
+        "test_set": f"{info.get('test')}: {info.get('n_materials')} materials, {info.get('n_patterns')} patterns",
+    }
+    paper = {
+        "crystal_system_1_pattern": PAPER_FIGURES["model"]["single"][0],
+        "space_group_1_pattern": PAPER_FIGURES["model"]["single"][1],
+        "crystal_system_10_views": PAPER_FIGURES["model"]["multi"][0],
+        "space_group_10_views": PAPER_FIGURES["model"]["multi"][1],
+    }
+    if "model" in results:
+        figures = headline(results["model"])
+        card["accuracy_percent"] = figures
+        card["paper_percent"] = paper
+        card["gap_to_paper_points"] = {k: round(figures[k] - v, 1) for k, v in paper.items() if k in figures}
+        card["targets_met"] = all(figures.get(k, -1.0) >= v for k, v in paper.items())
+    if "rf" in results:
+        card["random_forest_same_data_percent"] = headline(results["rf"])
+        if "model" in results:
+            card["model_minus_rf_crystal_system_1_pattern_points"] = round(
+                card["accuracy_percent"]["crystal_system_1_pattern"]
+                - card["random_forest_same_data_percent"]["crystal_system_1_pattern"],
+                1,
+            )
+    return card
+
+
+def update_card_evaluation(model: str, payload: dict[str, Any], report: str) -> Path:
+    """Write :func:`card_evaluation` into the ``evaluation`` field of a weights card (JSON only).
+
+    The safetensors file and its checksum are not touched. Returns the card's path.
+    """
+    from .weights import resolve_weights
+
+    card_path = resolve_weights(model).with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["evaluation"] = card_evaluation(payload, report)
+    tmp = card_path.with_name(card_path.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, card_path)
+    return card_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -134,3 +134,26 @@ def test_cli_trains_saves_and_reuses_rf(tmp_path, monkeypatch):
 def test_nothing_to_evaluate_raises(tmp_path):
     with pytest.raises(ValueError):
         ev.evaluate(_tiny_set(), model=None, rf=None, out_dir=tmp_path)
+
+
+def test_cli_writes_the_headline_into_the_weights_card(tmp_path, monkeypatch, tiny_model, tiny_rf):
+    from py4dstem_gnn.weights import load_model, save_weights, sha256_of
+
+    test = _tiny_set(seed=7)
+    monkeypatch.setattr(ev, "load_pattern_set", lambda src, group=None: test)
+    path = save_weights(tiny_model, tmp_path / "w", "tiny")
+    digest = sha256_of(path)
+    tiny_rf.save(tmp_path / "rf.joblib")
+    parser = argparse.ArgumentParser()
+    ev.configure_parser(parser)
+    args = parser.parse_args(["--test", "test.h5", "--weights", str(path), "--rf", str(tmp_path / "rf.joblib"),
+                              "--out", str(tmp_path / "rep"), "--views", "4", "--draws", "1", "--no-progress",
+                              "--update-card"])
+    assert ev.run_cli(args) == 0
+    card = json.loads(path.with_suffix(".json").read_text())["evaluation"]
+    res = json.loads((tmp_path / "rep" / "results.json").read_text())["results"]
+    assert card["accuracy_percent"]["crystal_system_1_pattern"] == round(100 * res["model"]["cs_accuracy"], 1)
+    assert card["random_forest_same_data_percent"]["space_group_4_views"] == round(100 * res["rf"]["multiview_log"]["sg_mean"], 1)
+    assert card["targets_met"] is False and card["gap_to_paper_points"]["crystal_system_1_pattern"] < 0
+    assert sha256_of(path) == digest
+    load_model(path)  # the card still matches the tensors
