@@ -19,7 +19,10 @@ Design decisions
   weights (e.g. ``weights/default.safetensors``) to continue training on another machine.
 * **Class imbalance.** Materials are drawn with probability ∝ ``n_sg^(-balance_power)``, where
   ``n_sg`` is the number of training materials of that space group (0.5 by default: rare groups are
-  seen more often than their share, without being repeated to exhaustion).
+  seen more often than their share, without being repeated to exhaustion). The heads then learn
+  the flattened prior of those draws; the trainer sets evaluation-mode logit offsets
+  ``log p_deploy − log p_sampled`` (:meth:`Trainer.set_logit_adjustment`, stored in the model
+  config and card) so that predictions follow the training materials' own prior again.
 * **Mixed precision.** bf16 autocast on CPU (AVX-512 BF16) and CUDA when ``bf16`` is set.
 * **Distributed.** Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
   :class:`torch.nn.parallel.DistributedDataParallel`; each rank draws its own batch; only rank 0
@@ -105,7 +108,7 @@ class TrainConfig:
 
 
 def _without_adjustment(config: ModelConfig) -> dict[str, Any]:
-    """Config dict without the logit offsets (they are set at export, not trained)."""
+    """Config dict without the logit offsets (set from the training source at start-up, not trained)."""
     return {k: v for k, v in config.to_dict().items() if not k.endswith("_logit_adjustment")}
 
 
