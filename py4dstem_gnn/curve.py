@@ -102,7 +102,7 @@ def training_curve_figure(lineages: Sequence[Lineage], val_key: str | None = Non
     """
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_acc, ax_time) = plt.subplots(1, 3, figsize=(16, 4.2))
+    fig, (ax_loss, ax_acc, ax_time) = plt.subplots(1, 3, figsize=(16, 6.5))
     for n, lin in enumerate(lineages):
         colour = f"C{n}"
         if lin.train:
@@ -125,16 +125,16 @@ def training_curve_figure(lineages: Sequence[Lineage], val_key: str | None = Non
                 ax.axvline(b, color=colour, lw=0.8, alpha=0.4)
     ax_loss.set_xlabel("cumulative step")
     ax_loss.set_ylabel("training loss (moving average)")
-    ax_loss.legend(fontsize=8)
-    ax_acc.set_xlabel("cumulative step (vertical lines: a run continued from the weights before)")
+    ax_acc.set_xlabel("cumulative step (vertical lines: next run of the lineage)")
     ax_acc.set_ylabel("validation accuracy")
-    ax_time.set_xlabel("cumulative training time (h, one CPU core unless the card says otherwise)")
+    ax_time.set_xlabel("cumulative training time (h)")
     ax_time.set_ylabel("validation crystal-system accuracy")
+    top = max([0.5] + [v for lin in lineages for r in lin.val for k, v in r.items() if k.endswith("_acc")])
     for ax in (ax_acc, ax_time):
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, min(1.0, 0.1 * np.ceil(10 * top + 0.5)))
+    for ax in (ax_loss, ax_acc, ax_time):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    ax_loss.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
     fig.tight_layout()
     return fig
 

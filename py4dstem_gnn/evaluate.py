@@ -955,13 +955,15 @@ def _command_line(argv: Sequence[str]) -> str | None:
     import shlex
 
     argv = list(argv)
-    if "evaluate" in argv[1:2]:
-        rest = argv[2:]
-    elif argv and argv[0].endswith("evaluate.py"):
-        rest = argv[1:]
+    if argv and argv[0].endswith("evaluate.py"):
+        before, rest = [], argv[1:]
+    elif "evaluate" in argv[1:]:
+        # global options (e.g. -v) come before the command name
+        i = argv.index("evaluate", 1)
+        before, rest = argv[1:i], argv[i + 1 :]
     else:
         return None
-    return "py4dstem-gnn evaluate " + " ".join(shlex.quote(a) for a in rest)
+    return " ".join(["py4dstem-gnn", *map(shlex.quote, before), "evaluate", *map(shlex.quote, rest)])
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -157,3 +157,10 @@ def test_cli_writes_the_headline_into_the_weights_card(tmp_path, monkeypatch, ti
     assert card["targets_met"] is False and card["gap_to_paper_points"]["crystal_system_1_pattern"] < 0
     assert sha256_of(path) == digest
     load_model(path)  # the card still matches the tensors
+
+
+def test_recorded_command_keeps_global_options_before_the_command():
+    assert ev._command_line(["/bin/py4dstem-gnn", "-v", "evaluate", "--weights", "default", "--out", "a b"]) == \
+        "py4dstem-gnn -v evaluate --weights default --out 'a b'"
+    assert ev._command_line(["/bin/py4dstem-gnn", "evaluate", "--test", "t.h5"]) == "py4dstem-gnn evaluate --test t.h5"
+    assert ev._command_line(["python", "-c"]) is None
