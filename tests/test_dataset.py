@@ -67,7 +67,10 @@ def test_concatenate_and_bad_offsets():
         PatternSet(np.zeros((3, 3)), np.array([0, 2]), [0], [1], [0])
 
 
-@pytest.mark.parametrize("name, split", [("bloch_test.h5", "test"), ("bloch_val.h5", "val")])
+@pytest.mark.parametrize(
+    "name, split",
+    [("bloch_test.h5", "test"), ("bloch_val.h5", "val"), ("bloch_val_large.h5", "val"), ("bloch_train.h5", "train")],
+)
 def test_committed_bloch_sets_are_consistent(name, split):
     from pathlib import Path
 
