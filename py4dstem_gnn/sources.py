@@ -142,6 +142,8 @@ class KinematicSource:
     orientations : {"zone_axis", "uniform"}
         Low-index zone axes with a small mis-tilt and random in-plane rotation
         (:func:`~py4dstem_gnn.orientations.zone_axis_rotations`, the default), or uniform over SO(3).
+    max_index : int
+        Largest Miller index of the zone axes (primitive cell) when ``orientations="zone_axis"``.
     """
 
     def __init__(
@@ -154,10 +156,14 @@ class KinematicSource:
         follow: bool = False,
         follow_every: int = 200,
         orientations: str = "zone_axis",
+        max_index: int = 3,
     ) -> None:
         if orientations not in ("zone_axis", "uniform"):
             raise ValueError(f"orientations must be 'zone_axis' or 'uniform', got {orientations!r}")
+        if max_index < 1:
+            raise ValueError(f"max_index must be at least 1, got {max_index}")
         self.orientations = orientations
+        self.max_index = max_index
         self.manifest = load_manifest(manifest)
         self.split = split
         self.augment = AugmentConfig() if augment is True else (augment or None)
@@ -210,7 +216,7 @@ class KinematicSource:
     def patterns(self, pick: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """Patterns of the materials at positions ``pick`` (into :attr:`materials`), random orientations."""
         if self.orientations == "zone_axis":
-            rotations = zone_axis_rotations(self.library.lat_inv[self._rows[pick]], rng)
+            rotations = zone_axis_rotations(self.library.lat_inv[self._rows[pick]], rng, max_index=self.max_index)
         else:
             rotations = random_rotations(len(pick), rng)
         if self.augment is not None:
@@ -277,6 +283,7 @@ class KinematicSource:
             "augmentation": self.augment.to_dict() if self.augment is not None else None,
             "balance_power": self.balance_power,
             "orientations": self.orientations,
+            "max_index": self.max_index,
         }
 
 

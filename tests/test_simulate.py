@@ -327,6 +327,11 @@ def test_kinematic_source_subset_draws_only_its_materials():
     assert len(pls) == 20 and np.all(sg == part.space_group[pick])
     with pytest.raises(ValueError):
         source.subset([train[0], -5])
+    # zone axes limited to the direct-lattice basis directions of the cell
+    basis = KinematicSource(lib, split="train", max_index=1)
+    assert basis.describe()["max_index"] == 1
+    with pytest.raises(ValueError):
+        KinematicSource(lib, split="train", max_index=0)
 
 
 def test_logit_adjustment_moves_the_sampled_prior_to_the_deployed_one():
