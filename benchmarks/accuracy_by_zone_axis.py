@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 import numpy as np
+from _report import command_line, write_report
 
 from py4dstem_gnn.inference import predict_pointlists
 from py4dstem_gnn.orientations import zone_axis_candidates
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Single-pattern accuracy by zone axis",
         "",
-        f"Command: `python benchmarks/accuracy_by_zone_axis.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        f"Command: `{command_line('accuracy_by_zone_axis.py', argv)}`",
         "",
         f"Test set `{args.test}`: {len(ps)} patterns. Zone axes recovered from the stored orientations: "
         f"median beam–axis angle {np.median(angle):.2f}°, largest {angle.max():.2f}° (the simulation's mis-tilt is ≤ 1°).",
@@ -114,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{100 * np.mean(pred.crystal_system[sel] == cs[sel]):.1f}")
             cells.append(f"{100 * np.mean(pred.space_group[sel] == sg[sel]):.1f}")
         lines.append(f"| {label} | {sel.sum()} | {100 * sel.mean():.0f} % | " + " | ".join(cells) + " |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    logger.info("wrote %s", out)
+    write_report(lines, args.out)
     return 0
 
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
+from _report import command_line, write_report
 
 from py4dstem_gnn.inference import predict_pointlists
 from py4dstem_gnn.sources import KinematicSource, load_pattern_set
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Candidate weights on the validation sets (single pattern)",
         "",
-        f"Command: `python benchmarks/compare_weights.py {shlex.join(sys.argv[1:] if argv is None else argv)}`",
+        f"Command: `{command_line('compare_weights.py', argv)}`",
         "",
         "Each cell: with the card's logit adjustment (as shipped) — in brackets without it (raw heads).",
         "",
@@ -90,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         model.set_logit_adjustment(*adjustment)
         lines.append(f"| {name} | {model.num_parameters():,} | {_flops(model):.1f} | " + " | ".join(cells) + " |")
         logger.info("%s", lines[-1])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    logger.info("wrote %s", out)
+    write_report(lines, args.out)
     return 0
 
 

@@ -28,9 +28,9 @@ import logging
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _report import command_line, write_report
 
 from py4dstem_gnn.baseline import RandomForestBaseline
 from py4dstem_gnn.sources import KinematicSource
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Split by material vs split by material group (random forest, kinematic zone-axis patterns)",
         "",
-        f"Command: `python benchmarks/split_leakage.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
+        f"Command: `{command_line('split_leakage.py', argv)}`  ",
         f"Machine: {platform.machine()}, CPython {platform.python_version()}; one core.",
         "",
         f"Patterns: {'clean (no augmentations)' if args.no_augment else 'with the training augmentations'}; "
@@ -118,10 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{100 * r['twin_fraction']:.0f} % | {r['test_patterns']} | "
             f"{100 * r['cs_acc']:.1f} | {100 * r['sg_acc']:.1f} | {100 * r['majority_cs_acc']:.1f} |"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    logger.info("wrote %s", out)
+    write_report(lines, args.out)
     return 0
 
 
