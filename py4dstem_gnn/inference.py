@@ -74,7 +74,8 @@ class Prediction:
     confidence : numpy.ndarray of float32, shape (n,)
         Margin between the two largest crystal-system probabilities, in [0, 1].
     crystal_system_probs : numpy.ndarray of float32, shape (n, 7)
-        Crystal-system probabilities (softmax of the model's crystal-system head).
+        Crystal-system probabilities (softmax of the model's crystal-system logits, including the
+        evaluation-mode logit adjustment stored with the weights).
     space_group_probs : numpy.ndarray of float32, shape (n, 230)
         Space-group probabilities; column ``j`` is space group ``j + 1``.
     n_spots : numpy.ndarray of int64, shape (n,)
