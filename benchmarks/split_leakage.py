@@ -50,12 +50,12 @@ def run_one(source: KinematicSource, test_split: KinematicSource, args: argparse
     majority = np.bincount(cs, minlength=7).argmax()
     train_groups = source.manifest["group"][train_src.materials]
     rows = []
+    # kind -> (held-out materials, test patterns); test-split materials never share a group with training ones
     tests = {
-        "random (by material)": source.subset(held).fixed_set(per_material=args.per_material, seed=seed + 99),
-        "group (package split)": test_split.fixed_set(per_material=args.per_material, seed=seed + 99, max_materials=args.test_materials),
+        "random (by material)": (held, source.subset(held).fixed_set(per_material=args.per_material, seed=seed + 99)),
+        "group (package split)": (None, test_split.fixed_set(per_material=args.per_material, seed=seed + 99, max_materials=args.test_materials)),
     }
-    for kind, (test_pls, test_cs, test_sg) in tests.items():
-        mats = held if kind.startswith("random") else None
+    for kind, (mats, (test_pls, test_cs, test_sg)) in tests.items():
         pred = rf.predict(test_pls)
         rows.append({
             "split": kind,

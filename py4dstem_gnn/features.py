@@ -49,6 +49,11 @@ FEATURE_SETS: dict[str, int] = {"polar": N_POLAR_FEATURES, "polar+neighbours": N
 _LOG_FLOOR = 1e-4
 
 
+def _check_feature_set(feature_set: str) -> None:
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {feature_set!r}; choose one of {sorted(FEATURE_SETS)}")
+
+
 def feature_names(feature_set: str) -> list[str]:
     """Names (with units) of the input channels of a feature set, in model order.
 
@@ -62,8 +67,7 @@ def feature_names(feature_set: str) -> list[str]:
     list of str
         One name per channel; ``len == FEATURE_SETS[feature_set]``.
     """
-    if feature_set not in FEATURE_SETS:
-        raise ValueError(f"unknown feature set {feature_set!r}; choose one of {sorted(FEATURE_SETS)}")
+    _check_feature_set(feature_set)
     names = ["r (1/A)", "cos theta", "sin theta", "I/I_max", f"log10(max(I/I_max, {_LOG_FLOOR:g}))"]
     if feature_set == "polar+neighbours":
         names += ["nearest-neighbour distance d1 (1/A)", "first-shell coordination"]
@@ -277,8 +281,7 @@ def spot_features(spots: torch.Tensor, mask: torch.Tensor, feature_set: str = "p
     ``"polar"`` is the paper's ``[r, θ, I]`` (as :func:`polar_features`); ``"polar+neighbours"``
     appends :func:`neighbour_features`.
     """
-    if feature_set not in FEATURE_SETS:
-        raise ValueError(f"unknown feature set {feature_set!r}; choose one of {sorted(FEATURE_SETS)}")
+    _check_feature_set(feature_set)
     polar = polar_features(spots, mask)
     if feature_set == "polar":
         return polar

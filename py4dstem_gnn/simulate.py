@@ -714,7 +714,7 @@ class BlochParams:
     materials); ``None`` gives the unrounded calculation. ``beam_tol_intensity`` is the
     kinematic intensity above which a reflection becomes a beam, ``tol_intensity`` the
     detection threshold of the output (fraction of the incident intensity),
-    ``max_beams`` the largest eigen-problem allowed, ``max_dynamical_elements`` the
+    ``max_beams`` the largest eigen-problem allowed, ``max_dynamical_elements``
     and ``max_tiling_points`` the memory caps of the dynamical structure-factor set-up
     (see :func:`dynamical_setup_size`).
     """

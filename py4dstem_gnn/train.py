@@ -293,7 +293,6 @@ class Trainer:
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
         saved = ModelConfig.from_dict(state["model_config"])
         if _without_adjustment(saved) != _without_adjustment(self.model.config):
-            self.model = PEAGGMoE(ModelConfig.from_dict(state["model_config"])).to(self.device)
             raise ValueError(
                 f"{self.checkpoint_path} was written for another model config; use another run_dir "
                 "or the same --model settings"
