@@ -83,11 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--no-augment", action="store_true", help="clean patterns (reference excitation error, no realism augmentations)")
     parser.add_argument("--max-index", type=int, default=3, help="largest Miller index of the zone axes (primitive cell)")
+    parser.add_argument("--in-plane", choices=["random", "crystal"], default="random",
+                        help="in-plane rotation: random (as a detector sees it) or py4DSTEM's default frame tied to the crystal axes")
+    parser.add_argument("--orientations", choices=["zone_axis", "uniform"], default="zone_axis",
+                        help="low-index zone axes (default) or uniform over all directions")
     parser.add_argument("--out", default="benchmarks/results/split_leakage.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
-    kw = dict(balance_power=0.0, augment=not args.no_augment, max_index=args.max_index)
+    kw = dict(balance_power=0.0, augment=not args.no_augment, max_index=args.max_index, in_plane=args.in_plane,
+              orientations=args.orientations)
     source = KinematicSource(args.library, split="train", **kw)
     test_split = KinematicSource(args.library, split="test", **kw)
     rows = []
@@ -96,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("%s", row)
             rows.append(row)
 
+    geometry = (f"zone axes up to index {args.max_index} of the primitive cell" if args.orientations == "zone_axis"
+                else "beam directions uniform over the sphere")
+    frame = ("in-plane rotation random" if args.in_plane == "random" else
+             "in-plane rotation fixed by the crystal axes (py4DSTEM's default frame: detector x = projection of "
+             "the crystal's Cartesian -z)")
     lines = [
         "# Split by material vs split by material group (random forest, kinematic zone-axis patterns)",
         "",
@@ -103,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {platform.machine()}, CPython {platform.python_version()}; one core.",
         "",
         f"Patterns: {'clean (no augmentations)' if args.no_augment else 'with the training augmentations'}; "
-        f"zone axes up to index {args.max_index} of the primitive cell.",
+        f"{geometry}; {frame}.",
         "",
         "One forest per seed, trained on zone-axis patterns of the training split minus a random",
         f"{100 * args.holdout:.0f} % of its materials (uniform over materials); tested on those held-out materials (split by",

@@ -960,7 +960,7 @@ def simulate_bloch_set(
     out_dir : str or pathlib.Path
         Shard directory.
     n_orientations : int
-        Patterns per material (uniform over SO(3)).
+        Patterns per material (distinct zone axes, see :func:`~py4dstem_gnn.orientations.zone_axis_rotations`).
     seed : int
     params : BlochParams, optional
         Recipe and beam budget (materials needing more than ``max_beams`` beams in any

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .orientations import zone_axis_rotations
+from .orientations import IN_PLANE, crystal_frame_angle, rotation_with_beam_along, uniform_directions, zone_axis_rotations
 from .augment import AugmentConfig, augment_pointlists, random_excitation_sigma
 from .labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
 from .simulate import SIGMA_EXCITATION_ERROR, KinematicLibrary, random_rotations, sample_kinematic
@@ -144,6 +144,9 @@ class KinematicSource:
         (:func:`~py4dstem_gnn.orientations.zone_axis_rotations`, the default), or uniform over SO(3).
     max_index : int
         Largest Miller index of the zone axes (primitive cell) when ``orientations="zone_axis"``.
+    in_plane : {"random", "crystal"}
+        Random in-plane rotation (the default), or py4DSTEM's default detector frame tied to the
+        crystal's axes (:func:`~py4dstem_gnn.orientations.crystal_frame_x`), for experiments.
     """
 
     def __init__(
@@ -157,11 +160,15 @@ class KinematicSource:
         follow_every: int = 200,
         orientations: str = "zone_axis",
         max_index: int = 3,
+        in_plane: str = "random",
     ) -> None:
         if orientations not in ("zone_axis", "uniform"):
             raise ValueError(f"orientations must be 'zone_axis' or 'uniform', got {orientations!r}")
         if max_index < 1:
             raise ValueError(f"max_index must be at least 1, got {max_index}")
+        if in_plane not in IN_PLANE:
+            raise ValueError(f"in_plane must be one of {IN_PLANE}, got {in_plane!r}")
+        self.in_plane = in_plane
         self.orientations = orientations
         self.max_index = max_index
         self.manifest = load_manifest(manifest)
@@ -216,9 +223,13 @@ class KinematicSource:
     def patterns(self, pick: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """Patterns of the materials at positions ``pick`` (into :attr:`materials`), random orientations."""
         if self.orientations == "zone_axis":
-            rotations = zone_axis_rotations(self.library.lat_inv[self._rows[pick]], rng, max_index=self.max_index)
-        else:
+            rotations = zone_axis_rotations(self.library.lat_inv[self._rows[pick]], rng, max_index=self.max_index,
+                                            in_plane=self.in_plane)
+        elif self.in_plane == "random":
             rotations = random_rotations(len(pick), rng)
+        else:
+            d = uniform_directions(len(pick), rng)
+            rotations = rotation_with_beam_along(d, crystal_frame_angle(d))
         if self.augment is not None:
             sigma = random_excitation_sigma(len(pick), rng)
         else:
@@ -284,6 +295,7 @@ class KinematicSource:
             "balance_power": self.balance_power,
             "orientations": self.orientations,
             "max_index": self.max_index,
+            "in_plane": self.in_plane,
         }
 
 

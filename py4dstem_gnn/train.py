@@ -462,6 +462,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stored-fraction", type=float, default=0.5, help="share of --stored-train patterns in a batch")
     parser.add_argument("--follow-library", action="store_true", help="pick up library shards written while training runs")
     parser.add_argument("--no-augment", action="store_true", help="switch the realism augmentations off")
+    parser.add_argument("--in-plane", choices=["random", "crystal"], default="random",
+                        help="in-plane rotation of kinematic patterns: random (default, as detectors see them) or "
+                             "py4DSTEM's default frame tied to the crystal axes (experiments only)")
     parser.add_argument(
         "--no-logit-adjustment",
         action="store_true",
@@ -503,13 +506,14 @@ def run_cli(args: argparse.Namespace) -> int:
         model=json.loads(args.model),
         logit_adjustment=not args.no_logit_adjustment,
     )
-    source = KinematicSource(args.library, args.manifest, split="train", augment=not args.no_augment, balance_power=cfg.balance_power, follow=args.follow_library)
+    source = KinematicSource(args.library, args.manifest, split="train", augment=not args.no_augment, balance_power=cfg.balance_power,
+                             follow=args.follow_library, in_plane=args.in_plane)
     if args.stored_train:
         stored = StoredSource(args.stored_train, augment=not args.no_augment, balance_power=cfg.balance_power)
         source = MixedSource(source, stored, args.stored_fraction)
     validation = load_validation_sets(args.val_set)
     if args.val_kinematic:
-        val_source = KinematicSource(args.library, args.manifest, split="val", augment=not args.no_augment)
+        val_source = KinematicSource(args.library, args.manifest, split="val", augment=not args.no_augment, in_plane=args.in_plane)
         validation["val_kinematic"] = val_source.fixed_set(per_material=2, seed=1234, max_materials=args.val_kinematic)
     trainer = Trainer(cfg, source, validation, data_manifest=source.describe())
     trainer.fit()

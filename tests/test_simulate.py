@@ -352,3 +352,38 @@ def test_logit_adjustment_moves_the_sampled_prior_to_the_deployed_one():
     # a prior that is already the deployed one needs no offset
     cs0, sg0 = logit_adjustment(deploy, deploy)
     assert np.allclose(cs0, 0) and np.allclose(sg0, 0)
+
+
+def test_kinematic_source_in_plane_frames():
+    """``in_plane="crystal"`` ties the pattern's angles to the crystal axes; ``"random"`` does not."""
+    from py4dstem_gnn.sources import KinematicSource
+    from py4dstem_gnn.structures import load_manifest
+
+    train = load_manifest().indices("train")[:1]
+    lib = S.KinematicLibrary.from_entries(list(train), [S.kinematic_entry(au().to_crystal())], {"k_max": S.K_MAX})
+
+    def angles(in_plane: str, orientations: str) -> np.ndarray:
+        src = KinematicSource(lib, split="train", augment=False, max_index=1, in_plane=in_plane,
+                              orientations=orientations)
+        assert src.describe()["in_plane"] == in_plane
+        pls, _, _ = src.patterns(np.zeros(80, dtype=int), np.random.default_rng(3))
+        # <100> axes of fcc Au (a = 4.08 A): the nearest spots are {200} at 0.49 1/A; their angles
+        # modulo the 4-fold symmetry
+        out = []
+        for p in pls:
+            r = np.hypot(p[1:, 0], p[1:, 1])
+            if abs(r.min() - 2 / 4.08) < 0.01:
+                q = p[1:][abs(r - 2 / 4.08) < 0.01]
+                out.extend(np.mod(np.arctan2(q[:, 1], q[:, 0]), np.pi / 2))
+        assert len(out) >= 4
+        return np.asarray(out)
+
+    crystal = angles("crystal", "zone_axis")
+    folded = np.minimum(crystal, np.pi / 2 - crystal)
+    assert np.degrees(folded).max() < 2.0  # py4DSTEM's frame puts the cube axes on the detector axes
+    rand = angles("random", "zone_axis")
+    assert np.degrees(np.minimum(rand, np.pi / 2 - rand)).max() > 20.0
+    src = KinematicSource(lib, split="train", augment=False, in_plane="crystal", orientations="uniform")
+    assert len(src.patterns(np.zeros(5, dtype=int), np.random.default_rng(0))[0]) == 5
+    with pytest.raises(ValueError):
+        KinematicSource(lib, split="train", in_plane="detector")
