@@ -29,7 +29,7 @@ import sys
 import time
 
 import numpy as np
-from _report import command_line, write_report
+from _report import command_line, run_split_experiment, write_report
 
 from py4dstem_gnn.baseline import RandomForestBaseline
 from py4dstem_gnn.inference import predict_pointlists
@@ -91,13 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
     kw = dict(balance_power=0.0, augment=not args.no_augment)
-    source = KinematicSource(args.library, split="train", **kw)
-    test_split = KinematicSource(args.library, split="test", **kw)
-    rows = []
-    for seed in args.seeds:
-        for row in run_one(source, test_split, args, seed):
-            logger.info("%s", row)
-            rows.append(row)
+    rows = run_split_experiment(run_one, args, **kw)
 
     lines = [
         "# Split by pattern vs split by material group (random forest, kinematic zone-axis patterns)",

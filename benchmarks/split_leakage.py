@@ -30,7 +30,7 @@ import sys
 import time
 
 import numpy as np
-from _report import command_line, write_report
+from _report import command_line, run_split_experiment, write_report
 
 from py4dstem_gnn.baseline import RandomForestBaseline
 from py4dstem_gnn.sources import KinematicSource
@@ -93,13 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kw = dict(balance_power=0.0, augment=not args.no_augment, max_index=args.max_index, in_plane=args.in_plane,
               orientations=args.orientations)
-    source = KinematicSource(args.library, split="train", **kw)
-    test_split = KinematicSource(args.library, split="test", **kw)
-    rows = []
-    for seed in args.seeds:
-        for row in run_one(source, test_split, args, seed):
-            logger.info("%s", row)
-            rows.append(row)
+    rows = run_split_experiment(run_one, args, **kw)
 
     geometry = (f"zone axes up to index {args.max_index} of the primitive cell" if args.orientations == "zone_axis"
                 else "beam directions uniform over the sphere")
