@@ -29,6 +29,7 @@ import numpy as np
 from _report import command_line, write_report
 
 from py4dstem_gnn.baseline import RandomForestBaseline
+from py4dstem_gnn.orientations import IN_PLANE
 from py4dstem_gnn.sources import KinematicSource
 
 logger = logging.getLogger("learning_curve")
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trees", type=int, default=40, help="trees per forest (CS and each SG forest)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-augment", action="store_true", help="clean patterns (no realism augmentations)")
-    parser.add_argument("--in-plane", choices=["random", "crystal"], default="random",
+    parser.add_argument("--in-plane", choices=IN_PLANE, default="random",
                         help="in-plane rotation: random, or py4DSTEM's default frame tied to the crystal axes")
     parser.add_argument("--out", default="benchmarks/results/learning_curve.md")
     args = parser.parse_args(argv)

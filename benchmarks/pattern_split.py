@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import platform
 import sys
@@ -37,6 +38,8 @@ from py4dstem_gnn.weights import load_model
 from py4dstem_gnn.sources import KinematicSource
 
 logger = logging.getLogger("pattern_split")
+
+_load_model = functools.lru_cache(maxsize=None)(load_model)  # one load per weights name, shared by the seeds
 
 
 def run_one(source: KinematicSource, test_split: KinematicSource, args: argparse.Namespace, seed: int) -> list[dict]:
@@ -56,7 +59,7 @@ def run_one(source: KinematicSource, test_split: KinematicSource, args: argparse
     }
     classifiers = {"random forest": rf.predict}
     if args.weights:
-        model = load_model(args.weights)
+        model = _load_model(args.weights)
         classifiers[f"network `{args.weights}`"] = lambda p: predict_pointlists(p, model=model, progress=False)
     rows = []
     for name, predict in classifiers.items():

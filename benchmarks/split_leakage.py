@@ -33,6 +33,7 @@ import numpy as np
 from _report import command_line, run_split_experiment, write_report
 
 from py4dstem_gnn.baseline import RandomForestBaseline
+from py4dstem_gnn.orientations import IN_PLANE
 from py4dstem_gnn.sources import KinematicSource
 
 logger = logging.getLogger("split_leakage")
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--no-augment", action="store_true", help="clean patterns (reference excitation error, no realism augmentations)")
     parser.add_argument("--max-index", type=int, default=3, help="largest Miller index of the zone axes (primitive cell)")
-    parser.add_argument("--in-plane", choices=["random", "crystal"], default="random",
+    parser.add_argument("--in-plane", choices=IN_PLANE, default="random",
                         help="in-plane rotation: random (as a detector sees it) or py4DSTEM's default frame tied to the crystal axes")
     parser.add_argument("--orientations", choices=["zone_axis", "uniform"], default="zone_axis",
                         help="low-index zone axes (default) or uniform over all directions")

@@ -20,9 +20,16 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["zone_axis_candidates", "zone_axis_rotations", "rotation_with_beam_along", "crystal_frame_x",
-           "crystal_frame_angle", "uniform_directions"]
+           "crystal_frame_angle", "uniform_directions", "IN_PLANE", "check_in_plane"]
 
+#: In-plane conventions: random rotation (as detectors see crystals) or py4DSTEM's default frame.
 IN_PLANE = ("random", "crystal")
+
+
+def check_in_plane(in_plane: str) -> None:
+    """Raise ``ValueError`` unless ``in_plane`` is one of :data:`IN_PLANE`."""
+    if in_plane not in IN_PLANE:
+        raise ValueError(f"in_plane must be one of {IN_PLANE}, got {in_plane!r}")
 
 
 def zone_axis_candidates(max_index: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -169,6 +176,7 @@ def zone_axis_rotations(
     numpy.ndarray
         ``(n, 3, 3)`` orientation matrices.
     """
+    check_in_plane(in_plane)
     lat_inv = np.asarray(lat_inv, dtype=np.float64)
     if lat_inv.ndim == 2:
         lat_inv = lat_inv[None]
@@ -187,8 +195,6 @@ def zone_axis_rotations(
         t = np.deg2rad(tilt_deg) * rng.random((n, 1))
         d = np.cos(t) * d + np.sin(t) * perp
     angle = rng.uniform(0, 2 * np.pi, n)
-    if in_plane not in IN_PLANE:
-        raise ValueError(f"in_plane must be one of {IN_PLANE}, got {in_plane!r}")
     if in_plane == "crystal":
         angle = crystal_frame_angle(d, frame_of=axis)
     return rotation_with_beam_along(d, angle)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .orientations import IN_PLANE, crystal_frame_angle, rotation_with_beam_along, uniform_directions, zone_axis_rotations
+from .orientations import check_in_plane, crystal_frame_angle, rotation_with_beam_along, uniform_directions, zone_axis_rotations
 from .augment import AugmentConfig, augment_pointlists, random_excitation_sigma
 from .labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
 from .simulate import SIGMA_EXCITATION_ERROR, KinematicLibrary, random_rotations, sample_kinematic
@@ -166,8 +166,7 @@ class KinematicSource:
             raise ValueError(f"orientations must be 'zone_axis' or 'uniform', got {orientations!r}")
         if max_index < 1:
             raise ValueError(f"max_index must be at least 1, got {max_index}")
-        if in_plane not in IN_PLANE:
-            raise ValueError(f"in_plane must be one of {IN_PLANE}, got {in_plane!r}")
+        check_in_plane(in_plane)
         self.in_plane = in_plane
         self.orientations = orientations
         self.max_index = max_index

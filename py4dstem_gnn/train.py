@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from .features import collate, split_direct_beam
 from .model import ModelConfig, PEAGGMoE
+from .orientations import IN_PLANE
 from .weights import load_model, save_weights
 
 __all__ = [
@@ -462,7 +463,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stored-fraction", type=float, default=0.5, help="share of --stored-train patterns in a batch")
     parser.add_argument("--follow-library", action="store_true", help="pick up library shards written while training runs")
     parser.add_argument("--no-augment", action="store_true", help="switch the realism augmentations off")
-    parser.add_argument("--in-plane", choices=["random", "crystal"], default="random",
+    parser.add_argument("--in-plane", choices=IN_PLANE, default="random",
                         help="in-plane rotation of kinematic patterns: random (default, as detectors see them) or "
                              "py4DSTEM's default frame tied to the crystal axes (experiments only)")
     parser.add_argument(
