@@ -30,10 +30,10 @@ def write_report(lines: Sequence[str], out: str | Path) -> Path:
 def run_split_experiment(run_one: Callable[..., list[dict]], args: Any, **source_kw: Any) -> list[dict]:
     """Rows of ``run_one(train_source, test_split_source, args, seed)`` for every seed in ``args.seeds``.
 
-    Both sources are :class:`py4dstem_gnn.sources.KinematicSource` on ``args.library`` (training and
+    Both sources are :class:`py4dstem_gnn.data.sources.KinematicSource` on ``args.library`` (training and
     test split), with ``source_kw`` (augmentation, orientations, ...). Each row is logged as it comes.
     """
-    from py4dstem_gnn.sources import KinematicSource
+    from py4dstem_gnn.data.sources import KinematicSource
 
     source = KinematicSource(args.library, split="train", **source_kw)
     test_split = KinematicSource(args.library, split="test", **source_kw)

@@ -1,7 +1,7 @@
 """Accuracy against the zone axis of the test pattern (model and random forest).
 
 Each stored Bloch-wave test pattern was simulated along a low-index zone axis ``[uvw]`` of the
-material's spglib standard *primitive* cell (``py4dstem_gnn.orientations``: ``max |index| ≤ 3``,
+material's spglib standard *primitive* cell (``py4dstem_gnn.data.orientations``: ``max |index| ≤ 3``,
 drawn ∝ ``1/|uvw|²``, ≤ 1° mis-tilt). This script recovers ``[uvw]`` from the stored orientation
 matrix and the cell (the kinematic library holds the same primitive cells) and tabulates
 single-pattern accuracy per ``u² + v² + w²``: are the low-index axes, whose patterns show the
@@ -24,9 +24,9 @@ import numpy as np
 from _report import command_line, write_report
 
 from py4dstem_gnn.inference import predict_pointlists
-from py4dstem_gnn.orientations import zone_axis_candidates
-from py4dstem_gnn.simulate import KinematicLibrary
-from py4dstem_gnn.sources import load_pattern_set
+from py4dstem_gnn.data.orientations import zone_axis_candidates
+from py4dstem_gnn.data.kinematic import KinematicLibrary
+from py4dstem_gnn.data.sources import load_pattern_set
 
 logger = logging.getLogger("accuracy_by_zone_axis")
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     predictions = {"PE-AG-GMoE": predict_pointlists(ps.pointlists, model=args.weights, device="cpu")}
     if args.rf:
-        from py4dstem_gnn.baseline import RandomForestBaseline
+        from py4dstem_gnn.evaluation.baseline import RandomForestBaseline
 
         predictions["random forest"] = RandomForestBaseline.load(args.rf).predict(ps.pointlists)
     cs, sg = np.asarray(ps.crystal_system), np.asarray(ps.space_group)

@@ -19,7 +19,7 @@ Run::
     python benchmarks/bench_inference.py --large            # adds the 1024 x 1024 memory check
 
 The BraggVectors are built directly (no DataCube) with 30-60 diffracted spots per
-position (:func:`py4dstem_gnn.synthetic.random_braggvectors`). Without shipped
+position (:func:`py4dstem_gnn.data.synthetic.random_braggvectors`). Without shipped
 weights the model is randomly initialised at the paper's size (``ModelConfig()``);
 its speed does not depend on the weights.
 """
@@ -299,7 +299,7 @@ def bench_device(args: argparse.Namespace, device: torch.device, bv: Any, lines:
 def bench_large(args: argparse.Namespace, lines: list[str]) -> None:
     """Peak RSS of classify_braggvectors on a 1024 x 1024 scan (stand-in model: memory, not speed)."""
     from py4dstem_gnn.py4dstem import classify_braggvectors
-    from py4dstem_gnn.synthetic import random_braggvectors
+    from py4dstem_gnn.data.synthetic import random_braggvectors
 
     shape = (args.large_size, args.large_size)
     rss0 = _rss_mb()
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from py4dstem_gnn.synthetic import random_braggvectors
+    from py4dstem_gnn.data.synthetic import random_braggvectors
 
     cmd = "python " + " ".join([os.path.relpath(__file__, Path(__file__).parent.parent)] + (argv if argv is not None else sys.argv[1:]))
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3

@@ -39,14 +39,15 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from py4dstem_gnn import simulate as S  # noqa: E402
-from py4dstem_gnn.augment import augment_pointlists  # noqa: E402
+from py4dstem_gnn.data import bloch as B  # noqa: E402
+from py4dstem_gnn.data import kinematic as S  # noqa: E402
+from py4dstem_gnn.data.augment import augment_pointlists  # noqa: E402
 
 logger = logging.getLogger("bench_simulation")
 
 
 def _cells(n: int, seed: int):
-    from py4dstem_gnn import structures as T
+    from py4dstem_gnn.data import structures as T
 
     if T.default_db_path().exists():
         m = T.load_manifest()
@@ -109,12 +110,12 @@ def bench_kinematic(cells, n_patterns: int, seed: int) -> dict:
 
 
 def bench_bloch(cells, n_orient: int, seed: int) -> dict:
-    fast = S.BlochParams(max_beams=10**6)
+    fast = B.BlochParams(max_beams=10**6)
     t = time.perf_counter()
     n_pat = 0
     beams = []
     for k, c in cells:
-        out = S.bloch_patterns_for_material(c.to_crystal(), k, n_orient, seed, fast)
+        out = B.bloch_patterns_for_material(c.to_crystal(), k, n_orient, seed, fast)
         n_pat += len(out[0])
         beams += list(out[2])
     t_pipe = time.perf_counter() - t
@@ -132,7 +133,7 @@ def bench_bloch(cells, n_orient: int, seed: int) -> dict:
             x.generate_dynamical_diffraction_pattern(b, thickness=S.THICKNESS, zone_axis_cartesian=r[:, 2])
     t_plain = time.perf_counter() - t
     k0, c0 = cells[0]
-    prof = _profile(lambda: [S.bloch_patterns_for_material(c.to_crystal(), k, n_orient, seed, fast)
+    prof = _profile(lambda: [B.bloch_patterns_for_material(c.to_crystal(), k, n_orient, seed, fast)
                              for k, c in cells[:3]])
     return dict(pipeline_pps=n_pat / t_pipe, plain_pps=n_pat / t_plain, plain_prep_share=t_prep / t_plain,
                 n_patterns=n_pat, beams_mean=float(np.mean(beams)), beams_max=int(np.max(beams)), profile=prof,

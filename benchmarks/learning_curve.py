@@ -28,9 +28,9 @@ import time
 import numpy as np
 from _report import command_line, write_report
 
-from py4dstem_gnn.baseline import RandomForestBaseline
-from py4dstem_gnn.orientations import IN_PLANE
-from py4dstem_gnn.sources import KinematicSource
+from py4dstem_gnn.evaluation.baseline import RandomForestBaseline
+from py4dstem_gnn.data.orientations import IN_PLANE
+from py4dstem_gnn.data.sources import KinematicSource
 
 logger = logging.getLogger("learning_curve")
 

@@ -1,7 +1,7 @@
 """How much does splitting by material *group* lower accuracy? (random forest, kinematic patterns)
 
 This package splits train/val/test by material group: materials of the same prototype, or with
-the same formula and space group, never straddle splits (``py4dstem_gnn.structures``). A split by
+the same formula and space group, never straddle splits (``py4dstem_gnn.data.structures``). A split by
 single material lets near twins (the same prototype with other elements, the same compound
 relaxed twice) sit on both sides, so a classifier can recognise a test pattern from a training
 pattern of its twin. This script measures the size of that effect with the random-forest
@@ -32,9 +32,9 @@ import time
 import numpy as np
 from _report import command_line, run_split_experiment, write_report
 
-from py4dstem_gnn.baseline import RandomForestBaseline
-from py4dstem_gnn.orientations import IN_PLANE
-from py4dstem_gnn.sources import KinematicSource
+from py4dstem_gnn.evaluation.baseline import RandomForestBaseline
+from py4dstem_gnn.data.orientations import IN_PLANE
+from py4dstem_gnn.data.sources import KinematicSource
 
 logger = logging.getLogger("split_leakage")
 

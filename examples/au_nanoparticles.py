@@ -96,7 +96,7 @@ def run_example(
     from py4dstem_gnn.labels import CRYSTAL_SYSTEMS
     from py4dstem_gnn.plot import crystal_system_figure, space_group_figure
     from py4dstem_gnn.py4dstem import classify_braggvectors
-    from py4dstem_gnn.synthetic import au_nanoparticle_scan, detect_braggvectors
+    from py4dstem_gnn.data.synthetic import au_nanoparticle_scan, detect_braggvectors
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

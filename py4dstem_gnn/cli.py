@@ -16,11 +16,11 @@ __all__ = ["main", "COMMANDS"]
 
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "structures": ("py4dstem_gnn.structures", "build the labelled OQMD-ICSD structure pool and its train/val/test split"),
-    "simulate": ("py4dstem_gnn.simulate", "simulate diffraction patterns (kinematic library, Bloch-wave sets)"),
-    "train": ("py4dstem_gnn.train", "train PE-AG-GMoE (resumable; torchrun for several GPUs)"),
-    "curve": ("py4dstem_gnn.curve", "training curves of one or more run lineages (loss, validation accuracy, compute)"),
-    "evaluate": ("py4dstem_gnn.evaluate", "evaluation report: model and random-forest baseline on the held-out set"),
+    "structures": ("py4dstem_gnn.data.structures", "build the labelled OQMD-ICSD structure pool and its train/val/test split"),
+    "simulate": ("py4dstem_gnn.data.simulate", "simulate diffraction patterns (kinematic library, Bloch-wave sets)"),
+    "train": ("py4dstem_gnn.training.train", "train PE-AG-GMoE (resumable; torchrun for several GPUs)"),
+    "curve": ("py4dstem_gnn.training.curve", "training curves of one or more run lineages (loss, validation accuracy, compute)"),
+    "evaluate": ("py4dstem_gnn.evaluation.evaluate", "evaluation report: model and random-forest baseline on the held-out set"),
     "classify": ("py4dstem_gnn.py4dstem", "classify the BraggVectors of a py4DSTEM file and save the maps beside them"),
     "info": ("py4dstem_gnn.info", "parameter count and forward FLOPs per pattern of a model"),
 }

@@ -43,7 +43,7 @@ def toy_pattern(kind: int, rng: np.random.Generator, max_order: int = 3) -> np.n
 
 
 class ToyLatticeSource:
-    """A pattern source (see :class:`py4dstem_gnn.train.PatternSource`) of toy lattices."""
+    """A pattern source (see :class:`py4dstem_gnn.training.train.PatternSource`) of toy lattices."""
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """``n`` random toy patterns with their crystal-system and space-group labels."""

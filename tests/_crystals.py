@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from py4dstem_gnn.structures import StructureCell
+from py4dstem_gnn.data.structures import StructureCell
 
 
 def au() -> StructureCell:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from py4dstem_gnn.cli import main
-from py4dstem_gnn.curve import read_lineage
+from py4dstem_gnn.training.curve import read_lineage
 
 
 def _write_run(path, steps, seconds_per_step, acc):

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from py4dstem_gnn.dataset import PatternSet
+from py4dstem_gnn.data.dataset import PatternSet
 
 
 def _set(n=5, seed=0):
@@ -75,7 +75,7 @@ def test_committed_bloch_sets_are_consistent(name, split):
     from pathlib import Path
 
     from py4dstem_gnn.labels import crystal_system_of_space_group
-    from py4dstem_gnn.structures import load_manifest
+    from py4dstem_gnn.data.structures import load_manifest
 
     path = Path(__file__).resolve().parents[1] / "data" / name
     if not path.exists():

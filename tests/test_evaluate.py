@@ -11,8 +11,9 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from py4dstem_gnn import evaluate as ev  # noqa: E402
-from py4dstem_gnn.baseline import RandomForestBaseline  # noqa: E402
+from py4dstem_gnn.evaluation import evaluate as ev  # noqa: E402
+from py4dstem_gnn.evaluation import scoring  # noqa: E402
+from py4dstem_gnn.evaluation.baseline import RandomForestBaseline  # noqa: E402
 from py4dstem_gnn.labels import SG_TO_CS  # noqa: E402
 
 
@@ -108,7 +109,9 @@ def test_rf_only_report_with_cross_fitted_temperature(tmp_path, tiny_rf):
 def test_cli_trains_saves_and_reuses_rf(tmp_path, monkeypatch):
     pytest.importorskip("h5py")
     train, test = _tiny_set(seed=5), _tiny_set(seed=6)
-    monkeypatch.setattr(ev, "load_pattern_set", lambda src, group=None: {"train.h5": train, "test.h5": test}[str(src)])
+    fake = lambda src, group=None: {"train.h5": train, "test.h5": test}[str(src)]  # noqa: E731
+    monkeypatch.setattr(ev, "load_pattern_set", fake)
+    monkeypatch.setattr(scoring, "load_pattern_set", fake)
     parser = argparse.ArgumentParser()
     ev.configure_parser(parser)
     rf_path = tmp_path / "rf.joblib"

@@ -211,7 +211,7 @@ def small_scans(draw):
 @given(small_scans(), st.integers(0, 6), st.sampled_from([None, 1, 3]))
 def test_random_small_scans_through_classify_braggvectors(scan, min_spots, median_filter):
     from py4dstem_gnn.py4dstem import SLICE_LABELS, classify_braggvectors
-    from py4dstem_gnn.synthetic import braggvectors_from_pointlists
+    from py4dstem_gnn.data.synthetic import braggvectors_from_pointlists
 
     shape, pls, origin = scan
     bv = braggvectors_from_pointlists(pls, shape, (128, 128))
@@ -239,7 +239,7 @@ def test_random_small_scans_through_classify_braggvectors(scan, min_spots, media
 def test_pixel_units_are_refused_by_classify_braggvectors():
     """A Q pixel size left at a pixel-like value gives spots far beyond MAX_Q: ValueError."""
     from py4dstem_gnn.py4dstem import classify_braggvectors
-    from py4dstem_gnn.synthetic import random_braggvectors
+    from py4dstem_gnn.data.synthetic import random_braggvectors
 
     bv = random_braggvectors((2, 2), q_pixel_size=0.01)
     bv.calibration.set_Q_pixel_size(2.0)

@@ -49,7 +49,7 @@ def _pattern(n: int, seed: int = 0, beam: bool = True) -> np.ndarray:
 
 
 def _calibrated_bv(pointlists_px, shape, origin=(64.0, 64.0), q_pixel_size=0.02):
-    from py4dstem_gnn.synthetic import braggvectors_from_pointlists
+    from py4dstem_gnn.data.synthetic import braggvectors_from_pointlists
 
     bv = braggvectors_from_pointlists(pointlists_px, shape, (128, 128))
     bv.calibration.set_origin(origin)
@@ -196,7 +196,7 @@ def _spots_px(n, seed=0, origin=(64.0, 64.0)):
 
 def test_classify_uncalibrated_braggvectors_names_the_missing_calibration(net):
     from py4dstem_gnn.py4dstem import classify_braggvectors
-    from py4dstem_gnn.synthetic import random_braggvectors
+    from py4dstem_gnn.data.synthetic import random_braggvectors
 
     bv = random_braggvectors((2, 2), calibrate=False)
     with pytest.raises(ValueError, match="not calibrated: missing origin .* and Q pixel size"):
@@ -280,7 +280,7 @@ def test_classify_odd_scans_and_nan_vectors(net, caplog):
 
 def test_same_input_same_maps_and_thread_count_only_rounds(net):
     from py4dstem_gnn.py4dstem import classify_braggvectors
-    from py4dstem_gnn.synthetic import random_braggvectors
+    from py4dstem_gnn.data.synthetic import random_braggvectors
 
     bv = random_braggvectors((6, 7), spots=(3, 40), seed=4)
     a = classify_braggvectors(bv, model=net, device="cpu", progress=False)

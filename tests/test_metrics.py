@@ -1,11 +1,11 @@
-"""Tests of py4dstem_gnn.metrics on hand-made confusion matrices and examples."""
+"""Tests of py4dstem_gnn.evaluation.metrics on hand-made confusion matrices and examples."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from py4dstem_gnn import metrics as M
+from py4dstem_gnn.evaluation import metrics as M
 from py4dstem_gnn.labels import SG_TO_CS
 
 

@@ -258,7 +258,7 @@ def test_sparsify_attention_topk_symmetric_and_masked():
 def test_a_few_steps_lower_the_loss():
     """The whole model can fit a fixed batch of toy lattices."""
     from py4dstem_gnn.toy import ToyLatticeSource
-    from py4dstem_gnn.train import compute_loss
+    from py4dstem_gnn.training.train import compute_loss
 
     torch.manual_seed(0)
     model = PEAGGMoE(ModelConfig(**{**TINY, "dropout": 0.0}))

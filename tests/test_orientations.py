@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from py4dstem_gnn.orientations import (
+from py4dstem_gnn.data.orientations import (
     crystal_frame_x,
     rotation_with_beam_along,
     uniform_directions,

@@ -22,7 +22,7 @@ from py4dstem_gnn.plot import (  # noqa: E402
     virtual_image,
 )
 from py4dstem_gnn.py4dstem import SLICE_LABELS, classify_braggvectors  # noqa: E402
-from py4dstem_gnn.synthetic import Particle, au_nanoparticle_scan, detect_braggvectors  # noqa: E402
+from py4dstem_gnn.data.synthetic import Particle, au_nanoparticle_scan, detect_braggvectors  # noqa: E402
 
 
 def _maps_dict(shape=(12, 10), seed=0) -> dict[str, np.ndarray]:

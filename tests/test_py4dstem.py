@@ -23,7 +23,7 @@ from py4dstem_gnn.py4dstem import (  # noqa: E402
     majority_filter,
     remove_direct_beam,
 )
-from py4dstem_gnn.synthetic import braggvectors_from_pointlists, random_braggvectors  # noqa: E402
+from py4dstem_gnn.data.synthetic import braggvectors_from_pointlists, random_braggvectors  # noqa: E402
 from py4dstem_gnn.toy import tiny_model
 
 QPIX = 0.02

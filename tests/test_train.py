@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from py4dstem_gnn.toy import ToyLatticeSource
-from py4dstem_gnn.train import TrainConfig, Trainer, lr_at, read_metrics
+from py4dstem_gnn.training.train import TrainConfig, Trainer, lr_at, read_metrics
 
 TINY = dict(feature_dim=16, hidden_dim=16, n_layers=1, n_heads=4, ffn_dim=16, max_spots=32)
 
@@ -64,7 +64,7 @@ SCRIPT = textwrap.dedent(
     import sys, torch
     torch.set_num_threads(1)
     from py4dstem_gnn.toy import ToyLatticeSource
-    from py4dstem_gnn.train import TrainConfig, Trainer
+    from py4dstem_gnn.training.train import TrainConfig, Trainer
     cfg = TrainConfig(run_dir=sys.argv[1], steps=int(sys.argv[2]), batch_size=8, warmup_steps=2,
                       eval_every=1000, checkpoint_every=1, log_every=1, bf16=False,
                       model=dict(feature_dim=16, hidden_dim=16, n_layers=1, n_heads=4, ffn_dim=16, max_spots=32))

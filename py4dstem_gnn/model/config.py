@@ -19,7 +19,7 @@ from ..features import FEATURE_SETS
 __all__ = ["ModelConfig", "DEFAULT_NORMALISATION"]
 
 #: Per-channel (mean, std) of the features on augmented zone-axis kinematic training patterns
-#: (``py4dstem_gnn.train.fit_feature_normalisation``); used when a config gives none.
+#: (``py4dstem_gnn.training.train.fit_feature_normalisation``); used when a config gives none.
 DEFAULT_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "polar": ((0.896, 0.0, 0.0, 0.163, -1.07), (0.398, 0.707, 0.707, 0.205, 0.529)),
     "polar+neighbours": (
@@ -86,7 +86,7 @@ class ModelConfig:
         sampling teaches the heads a flattened class prior; these offsets,
         ``log p_deploy(class) − log p_sampled(class)``, move the predictions back to the
         deployment prior (post-hoc logit adjustment, Menon et al., ICLR 2021). Written by
-        ``py4dstem-gnn train`` from its sampling (see ``py4dstem_gnn.sources.logit_adjustment``).
+        ``py4dstem-gnn train`` from its sampling (see ``py4dstem_gnn.data.sources.logit_adjustment``).
     """
 
     feature_set: str = "polar+neighbours"

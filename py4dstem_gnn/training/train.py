@@ -6,8 +6,8 @@ The objective is Eq. 16 of the paper::
 
 Training patterns come from a *pattern source* — any object with a method
 ``sample(rng, n) -> (pointlists, crystal_system, space_group)`` — by default kinematic patterns
-simulated on the fly from the structure-factor library of :mod:`py4dstem_gnn.simulate`, with
-fresh random orientations and the realism augmentations of :mod:`py4dstem_gnn.augment`.
+simulated on the fly from the structure-factor library of :mod:`py4dstem_gnn.data.kinematic`, with
+fresh random orientations and the realism augmentations of :mod:`py4dstem_gnn.data.augment`.
 
 Design decisions
 ----------------
@@ -49,10 +49,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .features import collate, split_direct_beam
-from .model import ModelConfig, PEAGGMoE
-from .orientations import IN_PLANE
-from .weights import load_model, save_weights
+from ..features import collate, split_direct_beam
+from ..model import ModelConfig, PEAGGMoE
+from ..data.orientations import IN_PLANE
+from ..weights import load_model, save_weights
 
 __all__ = [
     "TrainConfig",
@@ -154,7 +154,7 @@ def fit_feature_normalisation(
     pointlists: Sequence[np.ndarray], max_spots: int, feature_set: str = "polar+neighbours"
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of the model's input features over real spots."""
-    from .features import spot_features
+    from ..features import spot_features
 
     spots, mask = collate([split_direct_beam(p)[0] for p in pointlists], max_spots)
     feats = spot_features(spots, mask, feature_set)[mask]
@@ -329,7 +329,7 @@ class Trainer:
 
         The offsets move the class prior of the balanced training draws
         (``source.sampled_prior()``) to the deployment prior (``source.deploy_prior()``, the
-        training materials one vote each); see :func:`py4dstem_gnn.sources.logit_adjustment`.
+        training materials one vote each); see :func:`py4dstem_gnn.data.sources.logit_adjustment`.
         Off (offsets removed) when ``cfg.logit_adjustment`` is False or the source cannot tell
         its priors.
 
@@ -338,7 +338,7 @@ class Trainer:
         dict
             What was done, for the model card.
         """
-        from .sources import logit_adjustment
+        from ..data.sources import logit_adjustment
 
         if not self.cfg.logit_adjustment or not hasattr(self.source, "sampled_prior"):
             self.model.set_logit_adjustment()
@@ -485,7 +485,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """Entry point of ``py4dstem-gnn train``."""
-    from .sources import KinematicSource, MixedSource, StoredSource, load_validation_sets
+    from ..data.sources import KinematicSource, MixedSource, StoredSource, load_validation_sets
 
     cfg = TrainConfig(
         run_dir=args.run_dir,

@@ -1,9 +1,9 @@
 """Where training and validation patterns come from.
 
 :class:`KinematicSource` draws labelled kinematic patterns on the fly from the structure-factor
-library of :mod:`py4dstem_gnn.simulate`: fresh orientations every draw (zone axes by default), a
+library of :mod:`py4dstem_gnn.data.kinematic`: fresh orientations every draw (zone axes by default), a
 per-pattern excitation-error width (a kinematic stand-in for thickness), and the realism
-augmentations of :mod:`py4dstem_gnn.augment`. :func:`load_validation_sets` reads stored pattern
+augmentations of :mod:`py4dstem_gnn.data.augment`. :func:`load_validation_sets` reads stored pattern
 sets (e.g. Bloch-wave) for validation.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 
 from .orientations import check_in_plane, crystal_frame_angle, rotation_with_beam_along, uniform_directions, zone_axis_rotations
 from .augment import AugmentConfig, augment_pointlists, random_excitation_sigma
-from .labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
-from .simulate import SIGMA_EXCITATION_ERROR, KinematicLibrary, random_rotations, sample_kinematic
+from ..labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
+from .kinematic import SIGMA_EXCITATION_ERROR, KinematicLibrary, random_rotations, sample_kinematic
 from .structures import load_manifest
 
 __all__ = [
@@ -141,12 +141,12 @@ class KinematicSource:
         Draws between checks for new shards.
     orientations : {"zone_axis", "uniform"}
         Low-index zone axes with a small mis-tilt and random in-plane rotation
-        (:func:`~py4dstem_gnn.orientations.zone_axis_rotations`, the default), or uniform over SO(3).
+        (:func:`~py4dstem_gnn.data.orientations.zone_axis_rotations`, the default), or uniform over SO(3).
     max_index : int
         Largest Miller index of the zone axes (primitive cell) when ``orientations="zone_axis"``.
     in_plane : {"random", "crystal"}
         Random in-plane rotation (the default), or py4DSTEM's default detector frame tied to the
-        crystal's axes (:func:`~py4dstem_gnn.orientations.crystal_frame_x`), for experiments.
+        crystal's axes (:func:`~py4dstem_gnn.data.orientations.crystal_frame_x`), for experiments.
     """
 
     def __init__(
@@ -311,9 +311,9 @@ def load_validation_sets(specs: Sequence[str]) -> dict[str, tuple[list[np.ndarra
 
 
 def load_pattern_set(path: str | os.PathLike):
-    """A stored :class:`~py4dstem_gnn.dataset.PatternSet`: one HDF5 file, or a folder of finished shards."""
+    """A stored :class:`~py4dstem_gnn.data.dataset.PatternSet`: one HDF5 file, or a folder of finished shards."""
     from .dataset import PatternSet
-    from .simulate import read_shards
+    from .shards import read_shards
 
     p = Path(path)
     if p.is_dir():

@@ -59,9 +59,9 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .features import DEFAULT_BEAM_TOLERANCE, as_pointlist, split_direct_beam
-from .inference import Prediction
-from .labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS, space_groups_of_crystal_system
+from ..features import DEFAULT_BEAM_TOLERANCE, as_pointlist, split_direct_beam
+from ..inference import Prediction
+from ..labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS, space_groups_of_crystal_system
 
 __all__ = [
     "DK",
@@ -95,7 +95,7 @@ N_ANGULAR_ORDERS: int = MAX_ORDER + 1  # 13
 N_FEATURES: int = 2 * N_RADIAL_BINS * N_ANGULAR_ORDERS  # 1066
 
 _PHASE_EPS = 1e-12
-_SAVE_FORMAT = "py4dstem_gnn.baseline.RandomForestBaseline/1"
+_SAVE_FORMAT = "py4dstem_gnn.evaluation.baseline.RandomForestBaseline/1"
 
 
 @dataclass(frozen=True)
@@ -513,8 +513,13 @@ class RandomForestBaseline:
         Warning: this unpickles the file, which can execute arbitrary code; load only files you
         trust.
         """
+        import sys
+
         import joblib
 
+        # files written before the package was grouped into subpackages name the class
+        # py4dstem_gnn.baseline.RandomForestBaseline: let the unpickler find it here
+        sys.modules.setdefault("py4dstem_gnn.baseline", sys.modules[__name__])
         obj = joblib.load(Path(path))
         if not isinstance(obj, dict) or obj.get("format") != _SAVE_FORMAT:
             raise ValueError(f"{path} is not a RandomForestBaseline file")

@@ -25,7 +25,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .labels import N_SPACE_GROUPS, SG_TO_CS
+from ..labels import N_SPACE_GROUPS, SG_TO_CS
 
 __all__ = [
     "accuracy",

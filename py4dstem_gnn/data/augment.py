@@ -30,7 +30,7 @@ dropped. **Thickness variation** is approximated kinematically, in the sampler r
 than here: the excitation-error envelope of a foil of thickness ``t`` has a width
 ``~ 1/t``, so drawing ``sigma_excitation_error`` per pattern (see
 :func:`random_excitation_sigma`, passed to
-:func:`py4dstem_gnn.simulate.sample_kinematic`) mimics a range of thicknesses; the
+:func:`py4dstem_gnn.data.kinematic.sample_kinematic`) mimics a range of thicknesses; the
 gamma distortion of step 3 stands in for the dynamical (thickness-dependent)
 redistribution of intensity.
 """

@@ -5,7 +5,7 @@ Format (fixed by the project's internal contract), one HDF5 group per set:
 * ``spots`` float32 (total, 3): qx, qy [1/A], intensity; ``offsets`` int64 (n+1,):
   pattern ``i`` is ``spots[offsets[i]:offsets[i+1]]`` (direct beam included, near q = 0);
 * ``material`` int64 (n,): row of the structure manifest
-  (:func:`py4dstem_gnn.structures.load_manifest`);
+  (:func:`py4dstem_gnn.data.structures.load_manifest`);
 * ``space_group`` int16 (n,) 1..230; ``crystal_system`` int8 (n,) 0..6;
 * ``orientation`` float32 (n, 3, 3): py4DSTEM ``orientation_matrix`` used (columns:
   lab axes in the crystal Cartesian frame);
@@ -80,7 +80,7 @@ class PatternSet:
         attrs: dict | None = None,
     ) -> "PatternSet":
         """Build from a list of (n_i, 3) arrays; ``crystal_system`` derived from the space group if omitted."""
-        from py4dstem_gnn.labels import crystal_system_of_space_group
+        from ..labels import crystal_system_of_space_group
 
         counts = [len(p) for p in pointlists]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

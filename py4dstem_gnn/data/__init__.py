@@ -1,0 +1,1 @@
+"""Making data: the structure pool, orientations, kinematic and Bloch-wave simulation, augmentation, stored sets."""

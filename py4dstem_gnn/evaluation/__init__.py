@@ -1,0 +1,1 @@
+"""Evaluation: scoring, metrics, the random-forest baseline and the report."""

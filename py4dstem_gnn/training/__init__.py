@@ -1,0 +1,1 @@
+"""Training PE-AG-GMoE: the resumable training loop and its curves."""
