@@ -18,11 +18,14 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "structures": ("py4dstem_gnn.data.structures", "build the labelled OQMD-ICSD structure pool and its train/val/test split"),
     "simulate": ("py4dstem_gnn.data.simulate", "simulate diffraction patterns (kinematic library, Bloch-wave sets)"),
+    "export-tables": ("py4dstem_gnn.data.kinematic_torch", "write the kinematic library as one .npz of tables for train --sampler torch"),
     "train": ("py4dstem_gnn.training.train", "train PE-AG-GMoE (resumable; torchrun for several GPUs)"),
     "curve": ("py4dstem_gnn.training.curve", "training curves of one or more run lineages (loss, validation accuracy, compute)"),
     "evaluate": ("py4dstem_gnn.evaluation.evaluate", "evaluation report: model and random-forest baseline on the held-out set"),
+    "protocols": ("py4dstem_gnn.evaluation.protocol_report", "accuracy per protocol (known, unseen-material, unseen-type) x regime x corruption, group-bootstrap intervals"),
+    "calibrate": ("py4dstem_gnn.evaluation.calibrate", "fit calibrated confidence, default threshold and conformal sets on validation data; write the weights' card"),
     "classify": ("py4dstem_gnn.py4dstem", "classify the BraggVectors of a py4DSTEM file and save the maps beside them"),
-    "info": ("py4dstem_gnn.info", "parameter count and forward FLOPs per pattern of a model"),
+    "info": ("py4dstem_gnn.info", "the shipped default weights (or any model): card, parameter count, FLOPs per pattern"),
 }
 
 
@@ -32,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Crystal-system and space-group classification of 4D-STEM diffraction patterns (PE-AG-GMoE).",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="errors only: no log messages below ERROR (classify also hides its progress bars)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -51,7 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"py4dstem-gnn {known.command}", description=help_text)
     module.configure_parser(sub)
     args = sub.parse_args(rest)
+    if known.quiet:
+        args.quiet = True
     level = {0: logging.WARNING, 1: logging.INFO}.get(known.verbose, logging.DEBUG)
+    if getattr(args, "quiet", False):
+        level = logging.ERROR
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         return int(module.run_cli(args) or 0)

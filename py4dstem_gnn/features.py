@@ -24,6 +24,7 @@ __all__ = [
     "split_direct_beam",
     "select_brightest",
     "collate",
+    "collate_padded",
     "polar_features",
     "neighbour_features",
     "spot_features",
@@ -177,6 +178,69 @@ def collate(
         out[b, : len(s)] = s
         mask[b, : len(s)] = True
     return torch.from_numpy(out), torch.from_numpy(mask)
+
+
+def collate_padded(
+    spots: torch.Tensor,
+    mask: torch.Tensor,
+    max_spots: int,
+    tolerance: float = DEFAULT_BEAM_TOLERANCE,
+    pad_to: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model input from padded pointlists, on their device: :func:`split_direct_beam` + :func:`collate`.
+
+    The torch twin of ``collate([split_direct_beam(p)[0] for p in pointlists], max_spots)`` for
+    patterns already padded into one tensor (e.g. by
+    :func:`py4dstem_gnn.data.kinematic_torch.sample_kinematic_torch`): per pattern, the real spot
+    nearest ``q = 0`` is removed if it lies within ``tolerance``, and the ``max_spots`` brightest of
+    the others are kept. The kept spots come brightest first (the model does not depend on their
+    order); ties in intensity, which :func:`select_brightest` breaks by radius and angle, are broken
+    arbitrarily here.
+
+    Parameters
+    ----------
+    spots : torch.Tensor
+        ``(B, C, 3)`` ``qx, qy, intensity`` with the direct beam among them.
+    mask : torch.Tensor
+        ``(B, C)`` bool, True for real spots.
+    max_spots : int
+        Padding cap.
+    tolerance : float
+        Largest distance (1/A) from the origin at which a spot counts as the direct beam.
+    pad_to : int, optional
+        Fixed width of the output (e.g. ``max_spots``, for compiled models); default as
+        :func:`collate`: ``max(1, min(max_spots, longest list))``.
+
+    Returns
+    -------
+    spots : torch.Tensor
+        ``(B, N, 3)`` float32, zero at padded slots.
+    mask : torch.Tensor
+        ``(B, N)`` bool.
+    """
+    b, c = mask.shape
+    spots = spots.float()
+    r2 = spots[..., 0] ** 2 + spots[..., 1] ** 2
+    r2 = torch.where(mask, r2, torch.full_like(r2, float("inf")))
+    if c:
+        nearest = r2.argmin(dim=1)
+        beam = (r2.gather(1, nearest[:, None])[:, 0] <= tolerance**2)
+        valid = mask.clone()
+        valid[torch.arange(b, device=mask.device), nearest] &= ~beam
+    else:
+        valid = mask
+    n = int(valid.sum(1).max()) if b and c else 0
+    width = max(1, min(max_spots, n)) if pad_to is None else int(pad_to)
+    key = torch.where(valid, spots[..., 2], torch.full_like(r2, float("-inf")))
+    k = min(max_spots, width, c)
+    top = key.topk(k, dim=1) if k else None
+    out = torch.zeros((b, width, 3), dtype=torch.float32, device=spots.device)
+    out_mask = torch.zeros((b, width), dtype=torch.bool, device=spots.device)
+    if top is not None:
+        kept = top.values > float("-inf")
+        out[:, :k] = spots.gather(1, top.indices[..., None].expand(b, k, 3)) * kept[..., None]
+        out_mask[:, :k] = kept
+    return out, out_mask
 
 
 def polar_features(spots: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

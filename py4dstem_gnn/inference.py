@@ -10,9 +10,12 @@ Decisions documented here (and relied on by :mod:`py4dstem_gnn.py4dstem`):
   head's probabilities; ``space_group`` is the most probable space group *within*
   that crystal system (using :data:`py4dstem_gnn.labels.SG_TO_CS`), so the two
   never disagree.
-* **Confidence** is the margin between the two largest crystal-system
-  probabilities, ``p(1st) - p(2nd)``, in ``[0, 1]``. ``0`` means a tie between two
-  systems, ``1`` a certain prediction.
+* **Confidence** is the estimated probability that the crystal-system label is
+  right: a monotone map of the margin ``p(1st) - p(2nd)`` fitted on validation data
+  and stored in the weights' card (:mod:`py4dstem_gnn.calibration`). A model whose
+  card has no calibration (or a model built in code) returns the raw margin, with
+  one logged warning. Conformal prediction sets (:mod:`py4dstem_gnn.conformal`)
+  come from :meth:`Prediction.sets`.
 * **Batching.** Patterns are sorted by their number of diffracted spots and cut
   into batches of similar length, so that little padding is computed. Without an
   explicit ``batch_size`` the batches are bounded by a token budget (patterns ×
@@ -33,8 +36,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
+from .conformal import sg_set_size
 from .labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
 
 __all__ = [
@@ -72,7 +76,10 @@ class Prediction:
         International Tables number 1..230: the most probable space group that
         belongs to ``crystal_system``.
     confidence : numpy.ndarray of float32, shape (n,)
-        Margin between the two largest crystal-system probabilities, in [0, 1].
+        Estimated probability that ``crystal_system`` is right (calibrated on
+        validation data), in [0, 1]; the raw margin between the two largest
+        crystal-system probabilities when the model has no calibration
+        (``meta["confidence_calibrated"]`` says which).
     crystal_system_probs : numpy.ndarray of float32, shape (n, 7)
         Crystal-system probabilities (softmax of the model's crystal-system logits, including the
         evaluation-mode logit adjustment stored with the weights).
@@ -93,6 +100,15 @@ class Prediction:
 
     def __len__(self) -> int:
         return int(self.crystal_system.shape[0])
+
+    def sets(self, coverage: float | None = None) -> Any:
+        """Conformal prediction sets at ``coverage`` (default: the card's level).
+
+        See :func:`py4dstem_gnn.conformal.prediction_sets`.
+        """
+        from .conformal import prediction_sets
+
+        return prediction_sets(self, coverage)
 
     @classmethod
     def from_probs(
@@ -395,6 +411,8 @@ def _predict_spot_lists(
     autocast: bool = False,
     timings: dict[str, float] | None = None,
     space_group_probs: bool = True,
+    sg_set_q: float | None = None,
+    extras: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities for lists of DIFFRACTED spots (direct beam already removed).
 
@@ -417,6 +435,12 @@ def _predict_spot_lists(
         Return the space-group probabilities; if False, return instead the
         consistent space-group label (1..230, int64) of every pattern, which keeps
         the memory of large scans small (no ``(n, 230)`` array).
+    sg_set_q : float, optional
+        With ``space_group_probs=False``: conformal quantile of the space-group head;
+        the size of every pattern's space-group set is stored in
+        ``extras["sg_set_size"]`` (int64, (n,)).
+    extras : dict, optional
+        Receives the extra outputs.
 
     Returns
     -------
@@ -428,6 +452,9 @@ def _predict_spot_lists(
     n = len(ragged)
     cs_out = np.zeros((n, N_CRYSTAL_SYSTEMS), np.float32)
     sg_out = np.zeros((n, N_SPACE_GROUPS) if space_group_probs else (n,), np.float32 if space_group_probs else np.int64)
+    sg_size = np.zeros(n, np.int64)
+    if extras is not None and sg_set_q is not None:
+        extras["sg_set_size"] = sg_size
     if n == 0:
         return cs_out, sg_out
     max_spots = _max_spots(net)
@@ -460,6 +487,8 @@ def _predict_spot_lists(
                 continue
             cs_out[idx] = cs_p
             sg_out[idx] = sg_p if space_group_probs else consistent_labels(cs_p, sg_p)[1]
+            if sg_set_q is not None:
+                sg_size[idx] = sg_set_size(sg_p, sg_set_q)
             bar.update(idx.size)
     if timings is not None:
         timings["model"] = timings.get("model", 0.0) + time.perf_counter() - t0
@@ -505,8 +534,10 @@ def predict_pointlists(
     Returns
     -------
     Prediction
-        Labels, confidence (margin of the two largest crystal-system
-        probabilities), probabilities and the number of diffracted spots.
+        Labels, confidence (estimated probability that the crystal system is
+        right, from the calibration in the weights' card; the raw margin if it has
+        none), probabilities and the number of diffracted spots. Conformal sets:
+        ``pred.sets(coverage)``.
 
     Raises
     ------
@@ -548,7 +579,9 @@ def predict_pointlists(
         spot_lists.append(np.asarray(spots, dtype=np.float32).reshape(-1, 3))
     cs_p, sg_p = _predict_spot_lists(spot_lists, net, dev, batch_size, progress, autocast)
     n_spots = np.fromiter((len(s) for s in spot_lists), np.int64, len(spot_lists))
-    return Prediction.from_probs(cs_p, sg_p, n_spots)
+    from .calibration import apply_model_calibration
+
+    return apply_model_calibration(Prediction.from_probs(cs_p, sg_p, n_spots), net)
 
 
 def aggregate_views(pred: Prediction, groups: Sequence[Any] | np.ndarray) -> Prediction:
@@ -558,7 +591,9 @@ def aggregate_views(pred: Prediction, groups: Sequence[Any] | np.ndarray) -> Pre
     log-probabilities and renormalising (a normalised geometric mean, i.e. the
     product rule for independent views). Crystal-system and space-group heads are
     combined separately; labels and confidence are then derived as for single
-    patterns, so they stay consistent.
+    patterns, so they stay consistent. The confidence uses the calibration for the
+    group's number of views and ``meta["n_views"]`` selects the per-``k`` conformal
+    calibration of :meth:`Prediction.sets` (when the model's card has them).
 
     Parameters
     ----------
@@ -592,5 +627,11 @@ def aggregate_views(pred: Prediction, groups: Sequence[Any] | np.ndarray) -> Pre
 
     n_spots = np.bincount(inverse, weights=pred.n_spots, minlength=uniq.size).astype(np.int64)
     agg = Prediction.from_probs(combine(pred.crystal_system_probs), combine(pred.space_group_probs), n_spots)
+    views = np.asarray(pred.meta.get("n_views", np.ones(len(pred))), dtype=np.float64)
+    agg.meta.update({k: v for k, v in pred.meta.items() if k in ("confidence_calibration", "conformal", "confidence_calibrated")})
     agg.meta["groups"] = uniq
+    agg.meta["n_views"] = np.rint(np.bincount(inverse, weights=views, minlength=uniq.size)).astype(np.int64)
+    cal = agg.meta.get("confidence_calibration")
+    if cal is not None:
+        agg.confidence = cal(agg.crystal_system_probs, agg.meta["n_views"])
     return agg

@@ -2,12 +2,15 @@
 
 The public entry point is :func:`classify_braggvectors`. It
 
-1. reads the raw Bragg vectors of the whole scan **once** into flat arrays and applies
-   the calibration (origin, ellipse, pixel size, rotation/flip -- the order of
-   ``BraggVectors.cal``) vectorised over the scan (:func:`calibrated_vectors`);
-   the result equals ``bv.cal[rx, ry]`` at every position;
+1. checks its input (:func:`~py4dstem_gnn.braggvectors.check_braggvectors`), reads the
+   raw Bragg vectors of the whole scan **once** into flat arrays and applies the
+   calibration (origin, ellipse, pixel size, rotation/flip -- the order of
+   ``BraggVectors.cal``) vectorised over the scan
+   (:func:`~py4dstem_gnn.braggvectors.calibrated_vectors`); the result equals
+   ``bv.cal[rx, ry]`` at every position;
 2. removes the direct beam by position: at every position the spot nearest the
-   calibrated origin, if it lies within ``direct_beam_tolerance`` (1/A);
+   calibrated origin, if it lies within ``direct_beam_tolerance`` (1/A)
+   (:func:`~py4dstem_gnn.braggvectors.remove_direct_beam`);
 3. counts the diffracted spots, runs the model (batched by spot count, see
    :mod:`py4dstem_gnn.inference`) on the positions with at least ``min_spots``;
 4. post-processes: positions with fewer than ``min_spots`` diffracted spots or a
@@ -21,8 +24,10 @@ label codes are small integers, exact in float32 -- cast with ``.astype(int)``):
 
 ``crystal_system``          0..6 (triclinic .. cubic), -1 invalid (filtered)
 ``space_group``             1..230, -1 invalid (filtered)
-``confidence``              margin of the two largest crystal-system probabilities, 0 where
-                            the model was not run
+``confidence``              estimated probability that the crystal-system label is right
+                            (calibration in the weights' card; the raw margin of the two
+                            largest probabilities for a model without one), 0 where the
+                            model was not run
 ``n_spots``                 diffracted spots (direct beam excluded)
 ``valid``                   1 where the labels are valid, else 0
 ``crystal_system_raw``      the model's crystal system before the majority filter
@@ -31,6 +36,16 @@ label codes are small integers, exact in float32 -- cast with ``.astype(int)``):
 ``intensity``               sum of the Bragg-vector intensities (direct beam included)
 ``p_<system>``              probability of each crystal system (7 slices), 0 where the
                             model was not run
+``cs_set``                  conformal crystal-system set at the chosen coverage, a 7-bit
+                            mask (bit ``c`` = system code ``c``, see
+                            :func:`py4dstem_gnn.conformal.decode_mask`), -1 where the model
+                            was not run or the weights have no conformal calibration
+``cs_set_size``             number of crystal systems in the set (1..7), -1 likewise
+``sg_set_size``             number of space groups in the space-group set (1..230), -1 likewise
+
+Sets are given at every position the model ran on, including positions below the confidence
+threshold: a set is a calibrated statement of its own (the true class is in it with the
+coverage probability), and it shows *why* a position abstained ("tetragonal | cubic").
 
 The parameters are stored in the RealSlice's metadata ``"py4dstem_gnn"``.
 """
@@ -39,22 +54,30 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from .braggvectors import (  # re-exported: the reading stage lives in braggvectors.py
+    RaggedVectors,
+    calibrated_vectors,
+    check_braggvectors,
+    remove_direct_beam,
+)
 from .inference import (
     RaggedSpots,
     _load,
     _predict_spot_lists,
     crystal_system_confidence,
 )
+from .calibration import LEGACY_MARGIN_THRESHOLD, model_calibrations, warn_uncalibrated
+from .conformal import check_coverage, cs_set_mask, mask_size
 from .labels import CRYSTAL_SYSTEMS, INVALID, N_CRYSTAL_SYSTEMS, SG_TO_CS
 
 __all__ = [
     "classify_braggvectors",
+    "check_braggvectors",
     "calibrated_vectors",
     "RaggedVectors",
     "remove_direct_beam",
@@ -74,256 +97,7 @@ SLICE_LABELS: tuple[str, ...] = (
     "crystal_system_raw",
     "space_group_raw",
     "intensity",
-) + tuple(f"p_{name}" for name in CRYSTAL_SYSTEMS)
-
-
-@dataclass
-class RaggedVectors:
-    """Bragg vectors of a whole scan as flat arrays.
-
-    Attributes
-    ----------
-    qx, qy, intensity : numpy.ndarray, shape (total,)
-        Vectors of all positions, position after position in C order
-        (``rx`` slow, ``ry`` fast).
-    offsets : numpy.ndarray of int64, shape (Rx * Ry + 1,)
-        Position ``p = rx * Ry + ry`` holds entries ``offsets[p]:offsets[p + 1]``.
-    shape : tuple of int
-        Scan shape ``(Rx, Ry)``.
-    """
-
-    qx: np.ndarray
-    qy: np.ndarray
-    intensity: np.ndarray
-    offsets: np.ndarray
-    shape: tuple[int, int]
-
-    @property
-    def counts(self) -> np.ndarray:
-        """Number of vectors per position, flat (Rx * Ry,)."""
-        return np.diff(self.offsets)
-
-    @property
-    def position_index(self) -> np.ndarray:
-        """Flat position index of every vector, (total,)."""
-        return np.repeat(np.arange(self.offsets.size - 1), self.counts)
-
-    def at(self, rx: int, ry: int) -> np.ndarray:
-        """``(n, 3)`` array ``qx, qy, I`` at one position."""
-        p = rx * self.shape[1] + ry
-        s = slice(self.offsets[p], self.offsets[p + 1])
-        return np.stack([self.qx[s], self.qy[s], self.intensity[s]], axis=1)
-
-
-# --------------------------------------------------------------------------------------
-# reading and calibrating
-# --------------------------------------------------------------------------------------
-
-
-def _raw_structured_arrays(bv: Any) -> list[np.ndarray]:
-    """Structured arrays (fields qx, qy, intensity) of every position, C order."""
-    rx_n, ry_n = (int(s) for s in bv.Rshape)
-    pla = getattr(bv, "_v_uncal", None)
-    grid = getattr(pla, "_pointlists", None)
-    if grid is not None:
-        # fast path: the PointListArray's grid of PointLists, read once
-        return [pl.data for row in grid for pl in row]
-    return [bv.raw[rx, ry].data for rx in range(rx_n) for ry in range(ry_n)]  # pragma: no cover
-
-
-def _per_vector(value: Any, pos: np.ndarray, shape: tuple[int, int]) -> np.ndarray | float:
-    """A calibration value (scalar or scan-shaped array) broadcast to every vector."""
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim == 0:
-        return float(arr)
-    if arr.shape != tuple(shape):
-        raise ValueError(f"calibration array of shape {arr.shape} does not match the scan shape {shape}")
-    return arr.reshape(-1)[pos]
-
-
-def _calibration_state(
-    bv: Any, raw_vectors: bool, q_pixel_size: float | None, origin: tuple[float, float] | None
-) -> dict[str, Any]:
-    """Decide which calibrations to apply; raise a clear error for missing ones."""
-    cal = bv.calibration
-    state = dict(getattr(bv, "calstate", {}) or {})
-    if raw_vectors:
-        if q_pixel_size is None or not np.isfinite(q_pixel_size) or q_pixel_size <= 0:
-            raise ValueError("raw_vectors=True needs an explicit positive q_pixel_size (1/A per detector pixel)")
-        if origin is None:
-            origin = cal.get_origin() if cal is not None else None
-        if origin is None:
-            qshape = getattr(bv, "Qshape", None)
-            if qshape is None:
-                raise ValueError("raw_vectors=True: no origin given and the BraggVectors has no Qshape")
-            origin = (qshape[0] / 2.0, qshape[1] / 2.0)
-            logger.warning("raw vectors: no origin calibration; using the detector centre %s", origin)
-        return {"center": True, "ellipse": False, "pixel": True, "rotate": False,
-                "origin": origin, "q_pixel_size": float(q_pixel_size), "mode": "raw"}
-    missing = []
-    has_origin = cal is not None and cal.get_origin() is not None
-    qpix = cal.get_Q_pixel_size() if cal is not None else None
-    units = cal.get_Q_pixel_units() if cal is not None else None
-    has_pixel = qpix is not None and qpix != 1
-    if not has_origin:
-        missing.append("origin (calibration.set_origin / fit_origin)")
-    if not has_pixel:
-        missing.append("Q pixel size (calibration.set_Q_pixel_size, in 1/A)")
-    if missing:
-        raise ValueError(
-            "the BraggVectors are not calibrated: missing "
-            + " and ".join(missing)
-            + ". Calibrate them in py4DSTEM (then bv.setcal()), or pass raw_vectors=True with "
-            "q_pixel_size=<1/A per pixel> (and optionally origin=(qx0, qy0) in pixels) to use raw vectors."
-        )
-    if units is not None and str(units).lower() in ("mrad", "rad", "mrads"):
-        raise ValueError(f"the Q pixel size is in {units}; the model needs 1/A (set Q_pixel_units to 'A^-1')")
-    for key in ("center", "pixel"):
-        if not state.get(key, False):
-            logger.info("bv.calstate has %s=False although the calibration exists; applying it", key)
-            state[key] = True
-    for key, getter in (("ellipse", "get_ellipse"), ("rotate", "get_QR_rotation")):
-        state[key] = bool(state.get(key, False)) and getattr(cal, getter)() is not None
-    state["mode"] = "calibrated"
-    return state
-
-
-def calibrated_vectors(
-    bv: Any,
-    *,
-    raw_vectors: bool = False,
-    q_pixel_size: float | None = None,
-    origin: tuple[float, float] | None = None,
-) -> RaggedVectors:
-    """Calibrated Bragg vectors of the whole scan, read once and calibrated vectorised.
-
-    Reproduces ``bv.cal[rx, ry]`` for every position: origin subtraction, ellipse
-    correction, pixel size, then rotation (and flip), each only where the
-    BraggVectors' calibration state applies it (origin and pixel size are always
-    applied; they are required).
-
-    Parameters
-    ----------
-    bv : py4DSTEM.BraggVectors
-    raw_vectors : bool
-        Ignore the BraggVectors' calibration and use raw detector vectors, shifted
-        by ``origin`` (default: the calibrated origin if any, else the detector
-        centre) and scaled by ``q_pixel_size``.
-    q_pixel_size : float, optional
-        1/A per detector pixel, required with ``raw_vectors=True``.
-    origin : tuple of float, optional
-        ``(qx0, qy0)`` in detector pixels (scalars or scan-shaped arrays), only used
-        with ``raw_vectors=True``.
-
-    Returns
-    -------
-    RaggedVectors
-
-    Raises
-    ------
-    ValueError
-        If the origin or the Q pixel size calibration is missing (and
-        ``raw_vectors`` is False).
-    """
-    state = _calibration_state(bv, raw_vectors, q_pixel_size, origin)
-    shape = (int(bv.Rshape[0]), int(bv.Rshape[1]))
-    arrays = _raw_structured_arrays(bv)
-    counts = np.fromiter((a.shape[0] for a in arrays), np.int64, len(arrays))
-    offsets = np.zeros(counts.size + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    if offsets[-1]:
-        flat = np.concatenate([a for a in arrays if a.shape[0]])
-        qx = flat["qx"].astype(np.float64)
-        qy = flat["qy"].astype(np.float64)
-        inten = flat["intensity"].astype(np.float64)
-    else:
-        qx = np.zeros(0)
-        qy = np.zeros(0)
-        inten = np.zeros(0)
-    pos = np.repeat(np.arange(counts.size), counts)
-    cal = bv.calibration
-
-    if state["mode"] == "raw":
-        qx0, qy0 = state["origin"]
-        qx = (qx - _per_vector(qx0, pos, shape)) * state["q_pixel_size"]
-        qy = (qy - _per_vector(qy0, pos, shape)) * state["q_pixel_size"]
-        return RaggedVectors(qx, qy, inten, offsets, shape)
-
-    if state["center"]:
-        qx0, qy0 = cal.get_origin()
-        qx = qx - _per_vector(qx0, pos, shape)
-        qy = qy - _per_vector(qy0, pos, shape)
-    if state["ellipse"]:
-        a, b, theta = cal.get_ellipse()
-        a = _per_vector(a, pos, shape)
-        b = _per_vector(b, pos, shape)
-        theta = _per_vector(theta, pos, shape)
-        e = b / a
-        s = np.sin(theta - np.pi / 2.0)
-        c = np.cos(theta - np.pi / 2.0)
-        t00 = e * s**2 + c**2
-        t01 = s * c * (1 - e)
-        t11 = s**2 + e * c**2
-        qx, qy = t00 * qx + t01 * qy, t01 * qx + t11 * qy
-    if state["pixel"]:
-        qpix = float(cal.get_Q_pixel_size())
-        qx = qx * qpix
-        qy = qy * qpix
-    if state["rotate"]:
-        theta = float(cal.get_QR_rotation())
-        flip = bool(cal.get_QR_flip() or False)
-        first, second = (qy, qx) if flip else (qx, qy)
-        ct, st = np.cos(theta), np.sin(theta)
-        qx, qy = ct * first - st * second, st * first + ct * second
-    return RaggedVectors(np.asarray(qx, np.float64), np.asarray(qy, np.float64), inten, offsets, shape)
-
-
-def remove_direct_beam(
-    vectors: RaggedVectors, tolerance: float = 0.05
-) -> tuple[RaggedVectors, np.ndarray]:
-    """Remove, at every position, the spot nearest ``q = 0`` if within ``tolerance``.
-
-    Same rule as :func:`py4dstem_gnn.features.split_direct_beam`, vectorised over
-    the scan.
-
-    Parameters
-    ----------
-    vectors : RaggedVectors
-        Calibrated vectors (origin at the direct beam).
-    tolerance : float
-        Largest distance (1/A) at which a spot counts as the direct beam.
-
-    Returns
-    -------
-    diffracted : RaggedVectors
-        The vectors without the direct beam.
-    removed : numpy.ndarray of bool, shape (Rx, Ry)
-        Whether a direct beam was found at each position.
-    """
-    counts = vectors.counts
-    n_pos = counts.size
-    removed = np.zeros(n_pos, bool)
-    keep = np.ones(vectors.qx.size, bool)
-    if vectors.qx.size:
-        r2 = vectors.qx**2 + vectors.qy**2
-        nonempty = np.flatnonzero(counts)
-        seg_min = np.minimum.reduceat(r2, vectors.offsets[nonempty])
-        pos = vectors.position_index
-        min_full = np.full(n_pos, np.inf)
-        min_full[nonempty] = seg_min
-        is_min = r2 == min_full[pos]
-        cand = np.flatnonzero(is_min)
-        # first spot attaining the minimum at each position (argmin semantics)
-        _, first = np.unique(pos[cand], return_index=True)
-        beam = cand[first]
-        beam = beam[r2[beam] <= tolerance**2]
-        keep[beam] = False
-        removed[pos[beam]] = True
-    new_counts = counts - removed.astype(np.int64)
-    offsets = np.zeros(n_pos + 1, np.int64)
-    np.cumsum(new_counts, out=offsets[1:])
-    out = RaggedVectors(vectors.qx[keep], vectors.qy[keep], vectors.intensity[keep], offsets, vectors.shape)
-    return out, removed.reshape(vectors.shape)
+) + tuple(f"p_{name}" for name in CRYSTAL_SYSTEMS) + ("cs_set", "cs_set_size", "sg_set_size")
 
 
 # --------------------------------------------------------------------------------------
@@ -410,6 +184,22 @@ def _filter_maps(
 # --------------------------------------------------------------------------------------
 
 
+def _resolve_threshold(threshold: float | None, calibration: Any) -> float:
+    """The confidence threshold to apply: as given, or the card's default."""
+    if threshold is not None:
+        return float(threshold)
+    if calibration is not None and calibration.threshold is not None:
+        return float(calibration.threshold)
+    if calibration is not None:
+        logger.warning("the model's card records a confidence calibration but no default threshold; labelling every position")
+        return 0.0
+    logger.warning(
+        "the model's card records no calibrated confidence threshold; using %s on the raw margin",
+        LEGACY_MARGIN_THRESHOLD,
+    )
+    return LEGACY_MARGIN_THRESHOLD
+
+
 def classify_braggvectors(
     braggvectors: Any,
     model: Any = "default",
@@ -417,8 +207,9 @@ def classify_braggvectors(
     batch_size: int | None = None,
     min_spots: int = 5,
     median_filter: int | None = 5,
-    confidence_threshold: float = 0.005,
+    confidence_threshold: float | None = None,
     progress: bool = True,
+    coverage: float | None = None,
     *,
     direct_beam_tolerance: float = 0.05,
     raw_vectors: bool = False,
@@ -447,11 +238,18 @@ def classify_braggvectors(
     median_filter : int or None
         Side of the spatial majority filter applied to the label maps over valid
         neighbours; ``None`` or ``1`` switches it off.
-    confidence_threshold : float
-        Positions whose confidence (margin between the two most probable crystal
-        systems) is below this value are invalid; ``0`` switches it off.
+    confidence_threshold : float or None
+        Positions whose confidence (estimated probability that the crystal-system
+        label is right) is below this value are invalid. ``None`` takes the
+        default recorded in the weights' card (the smallest threshold meeting the
+        card's accuracy goal on validation data); a model without one falls back to
+        0.005 on the raw margin (logged warning). ``0`` switches it off.
     progress : bool
         Show a tqdm progress bar over the scan.
+    coverage : float or None
+        Coverage level of the conformal sets (slices ``cs_set``, ``cs_set_size``,
+        ``sg_set_size``); ``None`` takes the card's default (0.9 for the shipped
+        calibration). The next calibrated level up is used between grid points.
     direct_beam_tolerance : float
         Largest distance (1/A) from the calibrated origin at which the nearest spot
         is taken as the direct beam and removed.
@@ -476,8 +274,9 @@ def classify_braggvectors(
     py4DSTEM.RealSlice
         Float32 slices (see :data:`SLICE_LABELS`): ``crystal_system`` (0..6, -1
         invalid), ``space_group`` (1..230, -1 invalid), ``confidence``,
-        ``n_spots``, ``valid``, the unfiltered labels, the Bragg intensity sum and
-        the seven crystal-system probabilities. Attach it with
+        ``n_spots``, ``valid``, the unfiltered labels, the Bragg intensity sum,
+        the seven crystal-system probabilities and the conformal sets (``cs_set``
+        7-bit mask, ``cs_set_size``, ``sg_set_size``; -1 where not available). Attach it with
         ``braggvectors.attach(maps)``; it saves with ``py4DSTEM.save`` and reads
         back with ``py4DSTEM.read`` without this package.
 
@@ -511,12 +310,15 @@ def classify_braggvectors(
     from . import validation
 
     # checks first, before reading the scan (docs/guarantees.md)
-    validation.check_classify_parameters(min_spots, median_filter, confidence_threshold)
+    validation.check_classify_parameters(
+        min_spots, median_filter, 0.0 if confidence_threshold is None else confidence_threshold
+    )
+    if coverage is not None:
+        check_coverage(coverage)
     batch_size = validation.check_batch_size(batch_size)
     direct_beam_tolerance = validation.check_tolerance(direct_beam_tolerance)
     validation.check_model(model)
-    if not hasattr(braggvectors, "Rshape") or not hasattr(braggvectors, "calibration"):
-        raise TypeError(f"expected a py4DSTEM BraggVectors; got {type(braggvectors).__name__}")
+    check_braggvectors(braggvectors)
     if int(np.prod([int(s) for s in braggvectors.Rshape])) == 0:
         raise ValueError(f"the scan is empty (Rshape {tuple(braggvectors.Rshape)}); there is nothing to classify")
     dev = validation.check_device(device)
@@ -550,9 +352,20 @@ def classify_braggvectors(
         n_spots.size, n_vectors, times["read"], run.size, min_spots,
     )
 
+    conf_cal, conformal = model_calibrations(net)
+    if conf_cal is None:
+        warn_uncalibrated(net)
+    confidence_threshold = _resolve_threshold(confidence_threshold, conf_cal)
+    q_cs = q_sg = None
+    if conformal is not None:
+        q_cs, q_sg = conformal.quantiles(coverage)
+    elif coverage is not None:
+        logger.warning("the model's card has no conformal calibration: coverage=%s ignored, sets are -1", coverage)
     model_times: dict[str, float] = {}
+    extras: dict[str, np.ndarray] = {}
     cs_p, sg_lab = _predict_spot_lists(
-        ragged, net, dev, batch_size, progress, autocast, model_times, space_group_probs=False
+        ragged, net, dev, batch_size, progress, autocast, model_times, space_group_probs=False,
+        sg_set_q=q_sg, extras=extras,
     )
     del ragged
     times["model"] = model_times.get("model", 0.0)
@@ -563,24 +376,36 @@ def classify_braggvectors(
     sg_raw = np.full(n_pos, INVALID, np.int64)
     conf = np.zeros(n_pos, np.float32)
     probs = np.zeros((n_pos, N_CRYSTAL_SYSTEMS), np.float32)
+    cs_set = np.full(n_pos, INVALID, np.int64)
+    sg_size = np.full(n_pos, INVALID, np.int64)
     if run.size:
         cs_r, conf_r = crystal_system_confidence(cs_p)
+        if conf_cal is not None:
+            conf_r = conf_cal(cs_p)
         cs_raw[run], sg_raw[run], conf[run], probs[run] = cs_r, sg_lab, conf_r, cs_p
+        if q_cs is not None:
+            cs_set[run] = cs_set_mask(cs_p, q_cs)
+            sg_size[run] = extras["sg_set_size"]
     ran = np.zeros(n_pos, bool)
     ran[run] = True
     valid = ran & (n_spots >= min_spots) & (conf >= confidence_threshold)
     cs_f, sg_f = _filter_maps(cs_raw.reshape(shape), sg_raw.reshape(shape), valid.reshape(shape), median_filter)
 
     data = np.empty((len(SLICE_LABELS),) + shape, np.float32)
-    data[0] = cs_f
-    data[1] = sg_f
-    data[2] = conf.reshape(shape)
-    data[3] = n_spots.reshape(shape)
-    data[4] = valid.reshape(shape)
-    data[5] = np.where(valid, cs_raw, INVALID).reshape(shape)
-    data[6] = np.where(valid, sg_raw, INVALID).reshape(shape)
-    data[7] = intensity.reshape(shape)
-    data[8:] = np.moveaxis(probs.reshape(shape + (N_CRYSTAL_SYSTEMS,)), -1, 0)
+    at = {label: i for i, label in enumerate(SLICE_LABELS)}
+    data[at["crystal_system"]] = cs_f
+    data[at["space_group"]] = sg_f
+    data[at["confidence"]] = conf.reshape(shape)
+    data[at["n_spots"]] = n_spots.reshape(shape)
+    data[at["valid"]] = valid.reshape(shape)
+    data[at["crystal_system_raw"]] = np.where(valid, cs_raw, INVALID).reshape(shape)
+    data[at["space_group_raw"]] = np.where(valid, sg_raw, INVALID).reshape(shape)
+    data[at["intensity"]] = intensity.reshape(shape)
+    p0 = at[f"p_{CRYSTAL_SYSTEMS[0]}"]
+    data[p0 : p0 + N_CRYSTAL_SYSTEMS] = np.moveaxis(probs.reshape(shape + (N_CRYSTAL_SYSTEMS,)), -1, 0)
+    data[at["cs_set"]] = cs_set.reshape(shape)
+    data[at["cs_set_size"]] = mask_size(cs_set).reshape(shape)
+    data[at["sg_set_size"]] = sg_size.reshape(shape)
     maps = RealSlice(data=data, name=name, slicelabels=list(SLICE_LABELS))
     params = {
         "model": model if isinstance(model, str) else type(model).__name__,
@@ -590,7 +415,14 @@ def classify_braggvectors(
         "confidence_threshold": float(confidence_threshold),
         "direct_beam_tolerance": float(direct_beam_tolerance),
         "calibration_mode": "raw" if raw_vectors else "calibrated",
-        "confidence_definition": "p(first) - p(second) of the crystal-system probabilities",
+        "confidence_definition": (
+            "estimated probability that the crystal-system label is right (calibrated on validation data)"
+            if conf_cal is not None
+            else "p(first) - p(second) of the crystal-system probabilities (the weights have no calibration)"
+        ),
+        "coverage": None if conformal is None else float(conformal.levels[conformal.level_index(
+            conformal.default_coverage if coverage is None else coverage)]),
+        "cs_set_encoding": "bit c set = crystal-system code c in the conformal set; -1 not available",
         "crystal_systems": list(CRYSTAL_SYSTEMS),
         "slicelabels": list(SLICE_LABELS),
         "invalid": INVALID,
@@ -644,9 +476,18 @@ def configure_parser(parser: Any) -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--min-spots", type=int, default=5)
     parser.add_argument("--median-filter", type=int, default=5)
-    parser.add_argument("--confidence-threshold", type=float, default=0.005)
+    parser.add_argument(
+        "--confidence-threshold", type=float, default=None,
+        help="positions with a lower confidence are invalid (default: the calibrated value in the weights' card; 0: off)",
+    )
+    parser.add_argument("--coverage", type=float, default=None, help="coverage of the conformal sets (default: the card's)")
     parser.add_argument("--figure", default=None, help="also write the crystal-system figure (PNG) here")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (also py4DSTEM's while reading and saving)"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars and no log messages below ERROR"
+    )
 
 
 def run_cli(args: Any) -> int:
@@ -655,9 +496,14 @@ def run_cli(args: Any) -> int:
 
     import py4DSTEM
 
+    from .progress import quiet_py4dstem
+
+    # --quiet: no bars here; py4dstem_gnn.cli.main also lowers the log level to ERROR
+    progress = not (args.no_progress or getattr(args, "quiet", False))
     if not Path(args.input).is_file():
         raise FileNotFoundError(f"input file {args.input} does not exist")
-    obj = py4DSTEM.read(args.input)
+    with quiet_py4dstem(not progress):
+        obj = py4DSTEM.read(args.input)
     bv = _find_braggvectors(obj, args.braggvectors)
     maps = classify_braggvectors(
         bv,
@@ -667,15 +513,17 @@ def run_cli(args: Any) -> int:
         min_spots=args.min_spots,
         median_filter=args.median_filter,
         confidence_threshold=args.confidence_threshold,
-        progress=not args.no_progress,
+        progress=progress,
+        coverage=args.coverage,
     )
     bv.attach(maps)
     out = Path(args.output) if args.output else Path(args.input).with_name(Path(args.input).stem + "_maps.h5")
-    py4DSTEM.save(str(out), bv, mode="o")
-    logger.warning("wrote %s (RealSlice %r attached to the BraggVectors %r)", out, maps.name, bv.name)
+    with quiet_py4dstem(not progress):
+        py4DSTEM.save(str(out), bv, mode="o")
+    logger.info("wrote %s (RealSlice %r attached to the BraggVectors %r)", out, maps.name, bv.name)
     if args.figure:
         from .plot import crystal_system_figure
 
         crystal_system_figure(maps).savefig(args.figure, dpi=120)
-        logger.warning("wrote %s", args.figure)
+        logger.info("wrote %s", args.figure)
     return 0

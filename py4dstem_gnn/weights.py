@@ -38,6 +38,7 @@ __all__ = [
     "model_card",
     "read_card",
     "sha256_of",
+    "update_card",
 ]
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def load_model(model: "str | os.PathLike | PEAGGMoE" = "default", device: str | 
     Returns
     -------
     PEAGGMoE
+        With its card (the parsed JSON) as ``model.card``; models built in code have none.
 
     Raises
     ------
@@ -184,6 +186,8 @@ def load_model(model: "str | os.PathLike | PEAGGMoE" = "default", device: str | 
     except RuntimeError as err:
         raise ValueError(f"the tensors in {path} do not match the config in its card: {err}") from err
     logger.debug("loaded %s (%s)", path, card.get("name", path.stem))
+    # the card travels with the model: calibrated confidence, default threshold, conformal sets
+    net.card = card
     return net.to(device).eval()
 
 
@@ -256,3 +260,35 @@ def save_weights(model: PEAGGMoE, directory: str | os.PathLike, name: str = "def
     _atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2, sort_keys=False) + "\n").encode())
     _atomic_write_bytes(path.with_suffix(".sha256"), f"{digest}  {path.name}\n".encode())
     return path
+
+
+def update_card(weights_path: str | os.PathLike, fields: dict[str, Any], remove: tuple[str, ...] = ()) -> Path:
+    """Set (or remove) top-level fields of a weights' JSON card, atomically.
+
+    Only the card changes: the safetensors file and its SHA-256 are not touched, and the card's
+    ``sha256`` and ``config`` cannot be changed this way.
+
+    Parameters
+    ----------
+    weights_path : path-like
+        The ``.safetensors`` file (see :func:`resolve_weights`); its card lies beside it.
+    fields : dict
+        JSON-serialisable entries to set.
+    remove : tuple of str
+        Entries to delete.
+
+    Returns
+    -------
+    pathlib.Path
+        Path of the card.
+    """
+    protected = {"sha256", "config"}
+    if protected & (set(fields) | set(remove)):
+        raise ValueError(f"update_card cannot change {sorted(protected & (set(fields) | set(remove)))}")
+    card_path = Path(weights_path).with_suffix(".json")
+    card = read_card(weights_path)
+    for key in remove:
+        card.pop(key, None)
+    card.update(fields)
+    _atomic_write_bytes(card_path, (json.dumps(card, indent=2, sort_keys=False, allow_nan=False) + "\n").encode())
+    return card_path

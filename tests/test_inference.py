@@ -247,3 +247,56 @@ def test_ragged_padding_equals_collate(seed):
         xr, mr = collate([lists[i] for i in idx], max_spots)
         torch.testing.assert_close(x, xr, rtol=0, atol=0)
         torch.testing.assert_close(m, mr)
+
+
+def _card(threshold: float = 0.5) -> dict:
+    return {
+        "confidence_calibration": {
+            "score": "margin", "x": [0.0, 0.5, 1.0], "y": [0.1, 0.3, 0.6], "n": 500,
+            "by_views": {"2": {"x": [0.0, 1.0], "y": [0.2, 0.9], "n": 200}},
+        },
+        "confidence_threshold": threshold,
+        "conformal": {"levels": [0.8, 0.9], "default_coverage": 0.9,
+                      "by_views": {"1": {"n": 500, "cs": [0.5, 0.7], "sg": [0.9, 0.99]},
+                                   "2": {"n": 200, "cs": [0.4, 0.6], "sg": [0.8, 0.95]}}},
+    }
+
+
+def test_confidence_is_calibrated_when_the_card_has_a_calibration(caplog):
+    pls = _pointlists(12, seed=6)
+    raw = predict_pointlists(pls, model=tiny_model(), device="cpu")
+    assert raw.meta["confidence_calibrated"] is False
+    net = tiny_model()
+    net.card = _card()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="py4dstem_gnn.calibration"):
+        pred = predict_pointlists(pls, model=net, device="cpu")
+    assert "no confidence calibration" not in caplog.text
+    assert pred.meta["confidence_calibrated"] is True
+    margin = np.sort(pred.crystal_system_probs, 1)
+    margin = margin[:, -1] - margin[:, -2]
+    np.testing.assert_allclose(pred.confidence, np.interp(margin, [0, 0.5, 1], [0.1, 0.3, 0.6]), atol=1e-6)
+    np.testing.assert_array_equal(pred.crystal_system, raw.crystal_system)  # labels unchanged
+    sets = pred.sets()
+    assert sets.coverage == 0.9 and sets.cs_mask.shape == (12,)
+    assert np.all(sets.cs_mask >> pred.crystal_system & 1)  # the label is always in its set
+
+
+def test_aggregate_views_uses_the_calibration_of_its_number_of_views():
+    pls = _pointlists(9, seed=7)
+    net = tiny_model()
+    net.card = _card()
+    pred = predict_pointlists(pls, model=net, device="cpu")
+    groups = np.array([0, 0, 1, 2, 2, 2, 3, 3, 4])
+    agg = aggregate_views(pred, groups)
+    assert agg.meta["n_views"].tolist() == [2, 1, 3, 2, 1]
+    margin = np.sort(agg.crystal_system_probs, 1)
+    margin = margin[:, -1] - margin[:, -2]
+    two = agg.meta["n_views"] >= 2  # 3 views: no own map, the largest calibrated below (2)
+    np.testing.assert_allclose(agg.confidence[two], np.interp(margin[two], [0, 1], [0.2, 0.9]), atol=1e-6)
+    np.testing.assert_allclose(agg.confidence[~two], np.interp(margin[~two], [0, 0.5, 1], [0.1, 0.3, 0.6]), atol=1e-6)
+    from py4dstem_gnn.conformal import cs_set_mask
+
+    sets = agg.sets(0.8)
+    np.testing.assert_array_equal(sets.cs_mask[two], cs_set_mask(agg.crystal_system_probs[two], 0.4))
+    np.testing.assert_array_equal(sets.cs_mask[~two], cs_set_mask(agg.crystal_system_probs[~two], 0.5))

@@ -139,3 +139,77 @@ def test_bootstrap_accuracy_over_materials():
     assert set(np.round(np.unique(boot), 6)) <= {0.0, 0.75, 1.0}
     assert boot.mean() == pytest.approx(0.25 * 1 + 0.5 * 0.75, abs=0.03)
     assert np.all(M.bootstrap_accuracy(np.ones(5, bool), np.arange(5), 50) == 1.0)
+
+
+def test_group_bootstrap_wider_than_pattern_bootstrap_for_correlated_groups():
+    # 10 groups of 10 patterns, perfectly correlated within a group: 5 groups right, 5 wrong
+    groups = np.repeat(np.arange(10), 10)
+    correct = np.repeat(np.arange(10) < 5, 10)
+    by_group = M.group_bootstrap(correct, groups, n_boot=4000, seed=1)
+    by_pattern = M.group_bootstrap(correct, np.arange(100), n_boot=4000, seed=1)
+    assert by_group.mean == by_pattern.mean == 0.5
+    assert (by_group.n, by_group.n_groups, by_pattern.n_groups) == (100, 10, 100)
+    # binomial widths: 1.96 * sqrt(0.25 / 10) = 0.31 vs 1.96 * sqrt(0.25 / 100) = 0.098
+    assert 0.25 < by_group.half_width < 0.37
+    assert 0.07 < by_pattern.half_width < 0.12
+    assert by_group.half_width > 2.5 * by_pattern.half_width
+    assert by_group.low <= 0.5 <= by_group.high
+    # a replicate of whole groups is a multiple of 1/10
+    assert np.allclose(np.array([by_group.low, by_group.high]) * 10 % 1, 0, atol=1e-9)
+    d = by_group.as_dict()
+    assert set(d) == {"mean", "low", "high", "n", "n_groups", "ci"} and d["ci"] == 0.95
+
+
+def test_group_bootstrap_unequal_group_sizes_is_a_ratio():
+    # group 0: 3 patterns right; group 1: 1 pattern wrong -> replicates 1, 3/4 or 0
+    correct = np.array([1, 1, 1, 0], bool)
+    groups = np.array([7, 7, 7, 3])
+    w = M.group_resampling_weights(2, 500, 0)
+    mean, reps, n, ng = M.ratio_replicates(correct, np.array([1, 1, 1, 0]), w)
+    assert mean == 0.75 and (n, ng) == (4, 2)
+    assert set(np.round(np.unique(reps), 6)) <= {0.0, 0.75, 1.0}
+    r = M.group_bootstrap(correct, groups, n_boot=500, seed=0, ci=0.5)
+    assert r.mean == 0.75 and r.ci == 0.5
+    # a subset keeps the whole-set resampling: replicates with no unit of the subset are nan
+    _, sub, n_sub, _ = M.ratio_replicates(correct, np.array([1, 1, 1, 0]), w, mask=np.array([0, 0, 0, 1], bool))
+    assert n_sub == 1 and np.all(np.isnan(sub) | (sub == 0.0)) and np.isnan(sub).any()
+
+
+def test_group_bootstrap_difference_is_paired():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(30), 5)
+    p_group = rng.uniform(0.2, 0.9, 30)
+    a = rng.random(150) < np.repeat(p_group, 5)
+    b = a.copy()
+    flip = rng.choice(150, 15, replace=False)
+    b[flip] = False  # b is a minus a few hits: the difference is small and tightly known
+    diff = M.group_bootstrap_difference(a, groups, b, n_boot=2000, seed=0)
+    assert diff.mean == pytest.approx(a.mean() - b.mean())
+    ia = M.group_bootstrap(a, groups, n_boot=2000, seed=0)
+    assert diff.half_width < 0.5 * ia.half_width
+    assert diff.low >= 0.0
+    same = M.group_bootstrap_difference(a, groups, a.astype(float), groups, n_boot=200)
+    assert same.mean == same.low == same.high == 0.0
+
+
+def test_group_bootstrap_empty_and_mismatch():
+    r = M.group_bootstrap(np.zeros(0), np.zeros(0), n_boot=10)
+    assert np.isnan(r.mean) and np.isnan(r.low) and r.n == 0
+    with pytest.raises(ValueError):
+        M.group_bootstrap(np.zeros(3), np.zeros(2))
+
+
+def test_aggregate_log_probs_matches_the_log_rule():
+    rng = np.random.default_rng(2)
+    p = rng.dirichlet(np.ones(230) * 0.3, 60)
+    p[::5, 7] = 0.0  # zeros are floored at the float32 tiny
+    groups = rng.integers(0, 9, 60)
+    k1, a1 = M.aggregate_probs(p, groups, "log")
+    k2, a2 = M.aggregate_log_probs(np.log(np.maximum(p, np.finfo(np.float32).tiny)), groups)
+    assert np.array_equal(k1, k2) and np.allclose(a1, a2, atol=1e-12)
+    # the geometric mean by hand for one group
+    g0 = p[groups == k1[0]]
+    manual = np.exp(np.log(np.maximum(g0, np.finfo(np.float32).tiny)).mean(0))
+    assert np.allclose(a1[0], manual / manual.sum())
+    k, a = M.aggregate_probs(np.zeros((0, 7)), np.zeros(0), "mean")
+    assert len(k) == 0 and a.shape == (0, 7)

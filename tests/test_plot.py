@@ -15,8 +15,13 @@ py4DSTEM = pytest.importorskip("py4DSTEM")
 
 from py4dstem_gnn.model import ModelConfig, PEAGGMoE  # noqa: E402
 from py4dstem_gnn.plot import (  # noqa: E402
-    CRYSTAL_SYSTEM_COLORS,
+    CRYSTAL_SYSTEM_COLOURS,
+    INVALID_COLOUR,
+    OTHER_COLOUR,
+    SPACE_GROUP_SHADES,
+    MapFigure,
     crystal_system_figure,
+    space_group_colours,
     space_group_figure,
     space_group_symbol,
     virtual_image,
@@ -40,7 +45,7 @@ def test_crystal_system_figure_from_dict():
     # the bars use the fixed colours
     bars = fig.axes[2].patches
     assert len(bars) == 7
-    np.testing.assert_allclose(bars[6].get_facecolor()[:3], matplotlib.colors.to_rgb(CRYSTAL_SYSTEM_COLORS[6]))
+    np.testing.assert_allclose(bars[6].get_facecolor()[:3], matplotlib.colors.to_rgb(CRYSTAL_SYSTEM_COLOURS[6]))
     fig.savefig(__import__("io").BytesIO(), format="png")
 
 
@@ -49,10 +54,98 @@ def test_space_group_figure_and_symbols():
     assert isinstance(fig, Figure)
     labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
     assert len(labels) == 3
-    assert space_group_symbol(225) in ("225 Fm-3m", "225")
+    assert space_group_symbol(225) == "225 Fm-3m"
     all_invalid = {"crystal_system": -np.ones((4, 4), int), "space_group": -np.ones((4, 4), int), "intensity": np.zeros((4, 4))}
     assert isinstance(space_group_figure(all_invalid), Figure)
     assert isinstance(crystal_system_figure(all_invalid), Figure)
+
+
+# --- display in Jupyter ---------------------------------------------------------------
+
+
+def test_figures_render_themselves_as_png():
+    fig = crystal_system_figure(_maps_dict())
+    assert isinstance(fig, MapFigure)
+    png = fig._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    assert space_group_figure(_maps_dict())._repr_png_()[:4] == b"\x89PNG"
+
+
+def test_ipython_displays_the_figure_not_its_repr():
+    """What Jupyter shows for a figure that is the last expression of a cell."""
+    formatters = pytest.importorskip("IPython.core.formatters")
+    data, _ = formatters.DisplayFormatter().format(crystal_system_figure(_maps_dict()))
+    assert "image/png" in data
+
+
+# --- colours -----------------------------------------------------------------------------
+
+# Machado, Oliveira & Fernandes (2009), severity 1.0, on linear RGB
+_CVD = {
+    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]],
+    "normal": np.eye(3).tolist(),
+}
+
+
+def _lab(colour: str, matrix) -> np.ndarray:
+    c = np.asarray(matplotlib.colors.to_rgb(colour))
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    lin = np.clip(np.asarray(matrix) @ lin, 0, 1)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ lin
+    t = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(t > 0.008856, np.cbrt(t), 7.787 * t + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def _min_distance(colours) -> float:
+    out = np.inf
+    for matrix in _CVD.values():
+        labs = [_lab(c, matrix) for c in colours]
+        for i in range(len(labs)):
+            for j in range(i + 1, len(labs)):
+                out = min(out, float(np.linalg.norm(labs[i] - labs[j])))
+    return out
+
+
+def test_crystal_system_colours_are_colour_blind_safe():
+    assert len(set(CRYSTAL_SYSTEM_COLOURS)) == 7 and INVALID_COLOUR not in CRYSTAL_SYSTEM_COLOURS
+    assert _min_distance([*CRYSTAL_SYSTEM_COLOURS, INVALID_COLOUR]) >= 10.0
+    # matplotlib's tab10 (the scheme before) fails the same check
+    tab = ["#8c564b", "#e377c2", "#2ca02c", "#ff7f0e", "#9467bd", "#1f77b4", "#d62728"]
+    assert _min_distance(tab) < 10.0
+
+
+def test_space_group_colours_keep_the_crystal_system_hue():
+    from py4dstem_gnn.labels import SPACE_GROUP_RANGES
+
+    for cs, (lo, hi) in enumerate(SPACE_GROUP_RANGES):
+        numbers = list(range(lo, hi + 1))[: len(SPACE_GROUP_SHADES) + 1]
+        colours = space_group_colours(numbers)
+        named = [c for c in colours if c is not None]
+        assert colours[0].lower() == CRYSTAL_SYSTEM_COLOURS[cs].lower()
+        assert len(named) == min(len(numbers), len(SPACE_GROUP_SHADES))
+        if len(numbers) > len(SPACE_GROUP_SHADES):
+            assert colours[-1] is None  # past the last shade: "other"
+        hue = matplotlib.colors.rgb_to_hsv(matplotlib.colors.to_rgb(CRYSTAL_SYSTEM_COLOURS[cs]))[0]
+        for c in named:
+            assert abs(matplotlib.colors.rgb_to_hsv(matplotlib.colors.to_rgb(c))[0] - hue) < 0.01
+        # one system's shades, invalid and "other" stay apart for colour-blind readers
+        assert _min_distance([*named, INVALID_COLOUR, OTHER_COLOUR]) >= 10.0
+
+
+def test_space_group_figure_uses_the_crystal_system_scheme():
+    sg = np.array([[225] * 5 + [221] * 4 + [229] * 3 + [223] * 2 + [194] + [-1]])
+    fig = space_group_figure({"space_group": sg}, n_named=8)
+    labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    # the fourth cubic group (223) is "other": three shades per system
+    assert labels == ["225 Fm-3m", "221 Pm-3m", "229 Im-3m", "194 P6_3/mmc"]
+    bars = fig.axes[1].patches
+    np.testing.assert_allclose(bars[0].get_facecolor()[:3], matplotlib.colors.to_rgb(CRYSTAL_SYSTEM_COLOURS[6]))
+    np.testing.assert_allclose(bars[3].get_facecolor()[:3], matplotlib.colors.to_rgb(CRYSTAL_SYSTEM_COLOURS[5]))
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[-2:] == ["other", "invalid"]
 
 
 def test_virtual_image_shape():

@@ -332,3 +332,92 @@ def test_cli_classify(hand_bv, tmp_path, monkeypatch):
     maps = back.tree("crystal_maps")
     assert list(maps.slicelabels) == list(SLICE_LABELS)
     assert (tmp_path / "fig.png").stat().st_size > 1000
+
+
+# --- input type and command line (issue 15) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, got, hint",
+    [
+        (lambda: py4DSTEM.DataCube(data=np.zeros((2, 2, 8, 8), np.float32)), "DataCube", "find_Bragg_disks"),
+        (lambda: np.zeros((3, 3)), "ndarray", "predict_pointlists"),
+        (lambda: [np.zeros((4, 3))], "list", "predict_pointlists"),
+        (lambda: "scan.h5", "str", "py4DSTEM.read"),
+        (lambda: py4DSTEM.RealSlice(data=np.zeros((1, 2, 2), np.float32), slicelabels=["a"]), "RealSlice", "BraggVectors itself"),
+    ],
+)
+def test_non_braggvectors_refused_with_one_line(make, got, hint):
+    """A DataCube (it has .calibration, and Rshape) used to pass a duck-type check and fail deep inside."""
+    with pytest.raises(TypeError) as err:
+        classify_braggvectors(make(), model=CountingModel(), progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"classify_braggvectors needs a py4DSTEM BraggVectors (got {got})")
+    assert hint in msg
+
+
+def _classify_cli(hand_bv, tmp_path, extra: list[str]):
+    import argparse
+
+    from py4dstem_gnn import py4dstem as mod
+
+    from py4dstem_gnn.progress import quiet_py4dstem
+
+    src = tmp_path / "bv.h5"
+    with quiet_py4dstem():  # only the command's own output counts
+        py4DSTEM.save(str(src), hand_bv.copy(name="braggvectors"), mode="o")
+    parser = argparse.ArgumentParser()
+    mod.configure_parser(parser)
+    args = parser.parse_args([str(src), "--median-filter", "3", *extra])
+    args.model = CountingModel()
+    return mod.run_cli(args)
+
+
+def test_cli_classify_logs_success_at_info(hand_bv, tmp_path, caplog, capfd):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="py4dstem_gnn"):
+        assert _classify_cli(hand_bv, tmp_path, []) == 0
+    wrote = [r for r in caplog.records if r.getMessage().startswith("wrote ")]
+    assert wrote and all(r.levelno == logging.INFO for r in wrote)
+    # without --no-progress, py4DSTEM's own bars (reading/saving the PointListArray) are drawn
+    assert "PointList" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--no-progress", "--quiet"])
+def test_cli_no_progress_silences_py4dstem_bars(hand_bv, tmp_path, capfd, flag):
+    capfd.readouterr()
+    assert _classify_cli(hand_bv, tmp_path, [flag]) == 0
+    err = capfd.readouterr().err
+    assert "%|" not in err and "PointList" not in err, err[-500:]
+    assert (tmp_path / "bv_maps.h5").is_file()
+
+
+def test_readme_quick_start_recipe_runs(tmp_path):
+    """The README's probe-kernel recipe, on py4DSTEM's real API, from a DataCube to maps."""
+    from py4dstem_gnn.data.synthetic import Particle, au_nanoparticle_scan
+    from py4dstem_gnn.progress import quiet_py4dstem
+
+    particles = [Particle((4.0, 4.0), 4.0, (1, 1, 0), 10.0), Particle((11.0, 11.0), 4.0, (1, 1, 1), 0.0)]
+    scan = au_nanoparticle_scan(scan_shape=(16, 16), qshape=(96, 96), q_pixel_size=0.028, particles=particles, seed=1)
+    datacube = scan.datacube
+    assert (scan.particle_map[12:16, 0:4] < 0).all()  # a vacuum corner
+    with quiet_py4dstem():
+        probe = datacube.get_vacuum_probe(ROI=(12, 16, 0, 4))
+        alpha, qx0, qy0 = probe.measure_disk(plot=False)
+        kernel = probe.get_kernel(mode="sigmoid", origin=(qx0, qy0), radii=(1.2 * alpha, 3 * alpha))
+        assert abs(alpha - scan.disk_radius) < 0.5
+        bv = datacube.find_Bragg_disks(template=kernel, minPeakSpacing=3 * alpha, edgeBoundary=4)
+        bv.measure_origin()
+        bv.fit_origin(plot=False)
+        bv.calibration.set_Q_pixel_size(0.028)
+        bv.calibration.set_Q_pixel_units("A^-1")
+        bv.setcal()
+        # the alternative without vacuum: a synthetic probe
+        synthetic = py4DSTEM.Probe.generate_synthetic_probe(radius=alpha, width=1.0, Qshape=datacube.Qshape)
+        k2 = synthetic.get_kernel(mode="sigmoid", origin=(48.0, 48.0), radii=(1.2 * alpha, 3 * alpha))
+    assert kernel.shape == k2.shape == tuple(datacube.Qshape)
+    maps = classify_braggvectors(bv, model=tiny_model(), progress=False, median_filter=3)
+    n_spots = maps.get_slice("n_spots").data
+    assert n_spots[4, 4] >= 6 and n_spots[11, 11] >= 4  # disks found on both particles

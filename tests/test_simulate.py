@@ -318,7 +318,7 @@ def test_kinematic_source_subset_draws_only_its_materials():
     train = load_manifest().indices("train")[:3]
     entries = [kinematic_.kinematic_entry(CELLS[m][0].to_crystal()) for m in sorted(CELLS)]
     lib = kinematic_.KinematicLibrary.from_entries(list(train), entries, {"k_max": kinematic_.K_MAX})
-    source = KinematicSource(lib, split="train")
+    source = KinematicSource(lib, split="train", axes="primitive")
     assert sorted(source.materials) == sorted(train)
     part = source.subset(train[1:])
     assert sorted(part.materials) == sorted(train[1:]) and len(source) == 3
@@ -331,10 +331,10 @@ def test_kinematic_source_subset_draws_only_its_materials():
     with pytest.raises(ValueError):
         source.subset([train[0], -5])
     # zone axes limited to the direct-lattice basis directions of the cell
-    basis = KinematicSource(lib, split="train", max_index=1)
+    basis = KinematicSource(lib, split="train", max_index=1, axes="primitive")
     assert basis.describe()["max_index"] == 1
     with pytest.raises(ValueError):
-        KinematicSource(lib, split="train", max_index=0)
+        KinematicSource(lib, split="train", max_index=0, axes="primitive")
 
 
 def test_logit_adjustment_moves_the_sampled_prior_to_the_deployed_one():
@@ -367,7 +367,7 @@ def test_kinematic_source_in_plane_frames():
 
     def angles(in_plane: str, orientations: str) -> np.ndarray:
         src = KinematicSource(lib, split="train", augment=False, max_index=1, in_plane=in_plane,
-                              orientations=orientations)
+                              orientations=orientations, axes="primitive")
         assert src.describe()["in_plane"] == in_plane
         pls, _, _ = src.patterns(np.zeros(80, dtype=int), np.random.default_rng(3))
         # <100> axes of fcc Au (a = 4.08 A): the nearest spots are {200} at 0.49 1/A; their angles
@@ -390,3 +390,30 @@ def test_kinematic_source_in_plane_frames():
     assert len(src.patterns(np.zeros(5, dtype=int), np.random.default_rng(0))[0]) == 5
     with pytest.raises(ValueError):
         KinematicSource(lib, split="train", in_plane="detector")
+
+
+def test_kinematic_source_conventional_axes_and_random_share():
+    """Conventional axes come from the table; a stated share of patterns is at random orientations."""
+    from py4dstem_gnn.data.conventional import ConventionalTable, conventional_to_primitive
+    from py4dstem_gnn.data.sources import KinematicSource
+    from py4dstem_gnn.data.structures import load_manifest, standard_cell
+
+    train = load_manifest().indices("train")[:1]
+    cell = au()
+    prim = standard_cell(cell.lattice, cell.positions, cell.numbers, primitive=True)
+    lib = kinematic_.KinematicLibrary.from_entries(list(train), [kinematic_.kinematic_entry(prim.to_crystal())],
+                                                   {"k_max": kinematic_.K_MAX})
+    table = ConventionalTable(train, conventional_to_primitive(prim.lattice, prim.positions, prim.numbers)[None])
+    src = KinematicSource(lib, split="train", augment=False, conventional=table, random_fraction=0.25, tilt_deg=0.0)
+    pls, _, _, meta = src.patterns(np.zeros(400, dtype=int), np.random.default_rng(0), return_meta=True)
+    share = np.mean(meta["regime"] == 1)
+    assert 0.18 < share < 0.32 and np.all(meta["uvw"][meta["regime"] == 1] == 0)
+    za = meta["regime"] == 0
+    fam = {tuple(x) for x in np.sort(np.abs(meta["uvw"][za]), axis=1)}
+    assert (0, 0, 1) in fam and (1, 1, 1) in fam
+    # every <100> pattern of fcc Au shows the {200} spots at 2/a, four-fold
+    for p, u in zip(pls, meta["uvw"]):
+        if za.any() and tuple(np.sort(np.abs(u))) == (0, 0, 1):
+            r = np.hypot(p[1:, 0], p[1:, 1])
+            assert np.sum(np.abs(r - 2 / 4.08) < 0.005) == 4
+    assert src.describe()["axes"] == "conventional" and src.describe()["random_fraction"] == 0.25

@@ -7,12 +7,12 @@ all its randomness from the ``rng`` passed in (so a seeded generator reproduces 
 batch). Per pattern, in this order:
 
 1. **Calibration error** -- an affine map of ``(qx, qy)``: isotropic scale error
-   (uniform within ``±scale_error``, default ±2 %), ellipticity (stretch
-   ``1 ± ellipticity`` along a random axis, default up to 1 %) and an in-plane rotation
-   (uniform within ``±rotation_deg``, default ±2°; the simulated orientations already
+   (uniform within ``±scale_error``, default ±0.5 %), ellipticity (stretch
+   ``1 ± ellipticity`` along a random axis, default up to 0.3 %) and an in-plane rotation
+   (uniform within ``±rotation_deg``, default ±1°; the simulated orientations already
    cover all in-plane rotations, this mimics a mis-calibrated detector rotation).
 2. **Spot-position jitter** -- Gaussian noise on ``qx, qy`` with a per-pattern sigma
-   uniform in ``[0, jitter]`` (default 0.005 1/A; Bragg-disk fits are good to a
+   uniform in ``[0, jitter]`` (default 0.003 1/A; Bragg-disk fits are good to a
    fraction of a pixel).
 3. **Intensity distortion** -- ``I -> I ** gamma`` with ``gamma`` uniform in
    ``gamma_range`` (dynamical scattering flattens kinematic intensity ratios), times
@@ -49,6 +49,10 @@ __all__ = ["AugmentConfig", "augment_pointlists", "random_excitation_sigma"]
 class AugmentConfig:
     """Strengths of the augmentations (set one to 0 to switch it off).
 
+    The defaults are those of a calibrated experiment (:meth:`calibrated`, where the numbers are
+    explained); :meth:`uncalibrated` and ``preset("legacy")`` (the strengths used before) are the
+    alternatives.
+
     Attributes
     ----------
     scale_error : float
@@ -79,21 +83,63 @@ class AugmentConfig:
         Spots closer than this to ``q = 0`` (before augmentation) count as the direct beam.
     """
 
-    scale_error: float = 0.02
-    ellipticity: float = 0.01
-    rotation_deg: float = 2.0
-    jitter: float = 0.005
-    gamma_range: tuple[float, float] = (0.6, 1.0)
+    scale_error: float = 0.005
+    ellipticity: float = 0.003
+    rotation_deg: float = 1.0
+    jitter: float = 0.003
+    gamma_range: tuple[float, float] = (0.7, 1.0)
     intensity_noise: float = 0.2
-    weak_threshold: tuple[float, float] = (1e-4, 2e-2)
-    dropout: float = 0.1
-    q_max_range: tuple[float, float] | None = (1.2, 2.0)
-    spurious_rate: float = 1.0
+    weak_threshold: tuple[float, float] = (1e-4, 5e-3)
+    dropout: float = 0.05
+    q_max_range: tuple[float, float] | None = (1.4, 2.0)
+    spurious_rate: float = 0.5
     spurious_intensity: float = 1.0
     direct_beam_tolerance: float = 0.02
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def calibrated(cls) -> "AugmentConfig":
+        """Corruption of an experiment calibrated with py4DSTEM (the training default and the "corrupted"
+        copy of every stored test set).
+
+        Numbers and why: a py4DSTEM calibration from a known standard (or the pattern's own lattice)
+        fixes the reciprocal-space scale to a few parts per thousand and the ellipticity from the
+        fitted elliptical origin (``fit_origin``/ellipse fit) to ~0.1–0.3 %: ``scale_error`` ±0.5 %,
+        ``ellipticity`` ≤ 0.3 %; the detector rotation is irrelevant to a rotation-invariant input but
+        kept small (±1°); Bragg-disk fits are good to a fraction of a detector pixel (pixels are
+        ~0.01–0.02 1/Å): ``jitter`` ≤ 0.003 1/Å; intensities suffer dynamical redistribution the
+        kinematic rule does not capture and detector noise (``gamma`` 0.7–1, log-normal 0.2); weak spots
+        are lost (relative threshold 1e-4 to 5e-3 of the brightest diffracted spot, ≤ 5 % random
+        dropout) and the detector edge cuts at 1.4–2.0 1/Å; about one false detection every two
+        patterns.
+        """
+        return cls()
+
+    @classmethod
+    def uncalibrated(cls) -> "AugmentConfig":
+        """Corruption of an experiment whose reciprocal-space calibration was taken from nominal camera
+        length and never refined: ±3 % scale, ≤ 2 % ellipticity (uncorrected projector distortion),
+        ±5° detector rotation, 0.008 1/Å position noise; spots as in :meth:`calibrated`. For measuring
+        robustness and for training a model meant for such data (``train --augment uncalibrated``).
+        """
+        c = cls.calibrated()
+        c.scale_error, c.ellipticity, c.rotation_deg, c.jitter = 0.03, 0.02, 5.0, 0.008
+        return c
+
+    @classmethod
+    def preset(cls, name: str) -> "AugmentConfig":
+        """``"calibrated"``, ``"uncalibrated"`` or ``"legacy"`` (the strengths used before the presets)."""
+        if name == "calibrated":
+            return cls.calibrated()
+        if name == "uncalibrated":
+            return cls.uncalibrated()
+        if name == "legacy":
+            return cls(scale_error=0.02, ellipticity=0.01, rotation_deg=2.0, jitter=0.005, gamma_range=(0.6, 1.0),
+                       intensity_noise=0.2, weak_threshold=(1e-4, 2e-2), dropout=0.1, q_max_range=(1.2, 2.0),
+                       spurious_rate=1.0, spurious_intensity=1.0)
+        raise ValueError(f"unknown augmentation preset {name!r}; choose calibrated, uncalibrated or legacy")
 
 
 def random_excitation_sigma(
@@ -101,9 +147,9 @@ def random_excitation_sigma(
 ) -> np.ndarray:
     """Per-pattern excitation-error sigmas (1/A), log-uniform in ``[low, high]``.
 
-    A kinematic stand-in for thickness variation (envelope width ``~ 1/thickness``):
-    0.02 1/A corresponds to the reference 20 nm foil, 0.01 to a thicker and 0.04 to a
-    thinner one.
+    A kinematic stand-in for thickness variation (envelope width ``~ 1/thickness``): sources draw
+    ``[sigma / 2, 2 sigma]`` around their spot-selection rule's sigma, i.e. foils from about half to
+    twice the reference 20 nm.
     """
     return np.exp(rng.uniform(np.log(low), np.log(high), size=n))
 

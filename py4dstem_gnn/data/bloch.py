@@ -23,8 +23,26 @@ from typing import Sequence
 import numpy as np
 
 from .kinematic import K_MAX, POTENTIAL, SIGMA_EXCITATION_ERROR, THERMAL_SIGMA, THICKNESS, TOL_EXCITATION_ERROR_MULT, TOL_INTENSITY, VOLTAGE, material_rng
+from .conventional import conventional_to_primitive
+from .dataset import RANDOM, ZONE_AXIS
+from .kinematic import random_rotations
 from .orientations import zone_axis_rotations
 from .shards import _chunks, run_sharded, shard_path, write_h5_atomic
+
+__all__ = [
+    "MAX_BEAMS",
+    "MAX_DYNAMICAL_ELEMENTS",
+    "MAX_TILING_POINTS",
+    "BLOCH_TOL_INTENSITY",
+    "STORED_TILT_DEG",
+    "BlochParams",
+    "prepare_bloch_crystal",
+    "dynamical_setup_size",
+    "bloch_beams",
+    "bloch_pattern",
+    "bloch_patterns_for_material",
+    "simulate_bloch_set",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +58,8 @@ MAX_DYNAMICAL_ELEMENTS: float = 2e7
 #: sizes the cube from the *shortest* reciprocal vector, so a cell with one long axis
 #: (e.g. 100 A) needs a (871)^3 cube at 2 k_max = 4 1/A: > 15 GB (OOM-killed here).
 MAX_TILING_POINTS: float = 1.5e7
+#: Largest mis-tilt off the zone axis of stored sets, degrees.
+STORED_TILT_DEG: float = 0.5
 #: Default detection threshold of Bloch-wave spots (fraction of the incident intensity).
 BLOCH_TOL_INTENSITY: float = 1e-4
 
@@ -171,8 +191,9 @@ def bloch_pattern(crystal, orientation_matrix: np.ndarray, params: BlochParams |
 
 def bloch_patterns_for_material(
     crystal, material: int, n_orientations: int, seed: int, params: BlochParams | None = None,
-    prepared: bool = False,
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray] | None:
+    prepared: bool = False, regime: str = "zone_axis", conv_map: np.ndarray | None = None,
+    tilt_deg: float = STORED_TILT_DEG, return_axes: bool = False,
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray] | tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray] | None:
     """Seeded Bloch-wave patterns of one material.
 
     Orientations come from :func:`material_rng` ``(seed, material, "bloch")``, so they do
@@ -185,10 +206,22 @@ def bloch_patterns_for_material(
     ----------
     crystal : py4DSTEM Crystal
         Fresh, or prepared by :func:`prepare_bloch_crystal` (then pass ``prepared=True``).
+    regime : {"zone_axis", "random"}
+        Distinct low-index zone axes (mis-tilt up to ``tilt_deg``, random in-plane angle) or
+        orientations uniform over SO(3).
+    conv_map : numpy.ndarray, optional
+        (3, 3) conventional -> primitive index map of the crystal
+        (:func:`py4dstem_gnn.data.conventional.conventional_to_primitive`): zone axes of the
+        conventional cell, weighted by :data:`~py4dstem_gnn.data.orientations.AXIS_WEIGHT_POWER`.
+        Without it, the legacy primitive-cell axes.
+    tilt_deg : float
+        Largest mis-tilt off the zone axis, degrees.
+    return_axes : bool
+        Also return the ``(n, 3)`` zone axes drawn (zeros for random orientations).
 
     Returns
     -------
-    (pointlists, orientations, n_beams) or None
+    (pointlists, orientations, n_beams[, axes]) or None
     """
     p = params or BlochParams()
     if not prepared:
@@ -200,9 +233,19 @@ def bloch_patterns_for_material(
     if not prepared:
         crystal.setup_diffraction(p.voltage)
         crystal.calculate_structure_factors(p.k_max)
-    # zone axes, distinct per material (see py4dstem_gnn.data.orientations for why not uniform SO(3))
-    lat_inv = np.repeat(np.asarray(crystal.lat_inv, dtype=np.float64)[None], n_orientations, axis=0)
-    R = zone_axis_rotations(lat_inv, material_rng(seed, material, "bloch"), distinct=True)
+    rng = material_rng(seed, material, "bloch" if regime == "zone_axis" else "bloch-random")
+    if regime == "zone_axis":
+        # zone axes, distinct per material
+        lat_inv = np.repeat(np.asarray(crystal.lat_inv, dtype=np.float64)[None], n_orientations, axis=0)
+        if conv_map is None:
+            R, axes = zone_axis_rotations(lat_inv, rng, distinct=True, return_axes=True)
+        else:
+            R, axes = zone_axis_rotations(lat_inv, rng, distinct=True, conv_map=conv_map, tilt_deg=tilt_deg,
+                                          return_axes=True)
+    elif regime == "random":
+        R, axes = random_rotations(n_orientations, rng), np.zeros((n_orientations, 3), np.int64)
+    else:
+        raise ValueError(f"regime must be 'zone_axis' or 'random', got {regime!r}")
     beams = [bloch_beams(crystal, r, p) for r in R]
     n_beams = np.array([b.data.shape[0] for b in beams])
     if n_beams.max(initial=0) > p.max_beams:
@@ -211,12 +254,13 @@ def bloch_patterns_for_material(
     if not prepared:
         prepare_bloch_crystal(crystal, p)
     pls = [bloch_pattern(crystal, r, p, b) for r, b in zip(R, beams)]
-    return pls, R, n_beams
+    return (pls, R, n_beams, axes) if return_axes else (pls, R, n_beams)
 
 
 def _bloch_shard_task(index: int, chunk: Sequence[int], out_dir: str, n_orientations: int, seed: int,
                       params: dict, manifest_path: str | None, db_path: str | None,
-                      cells: dict | None = None) -> Path:
+                      cells: dict | None = None, regime: str = "zone_axis", axes: str = "conventional",
+                      tilt_deg: float = STORED_TILT_DEG) -> Path:
     """Simulate one chunk of materials and write its shard atomically."""
     from ..labels import crystal_system_of_space_group
 
@@ -227,7 +271,7 @@ def _bloch_shard_task(index: int, chunk: Sequence[int], out_dir: str, n_orientat
         manifest = load_manifest(manifest_path)
         db = _connect(db_path)
     pls: list[np.ndarray] = []
-    mats, sgs, Rs, nb, secs, skipped = [], [], [], [], [], []
+    mats, sgs, Rs, nb, secs, skipped, uvws = [], [], [], [], [], [], []
     for m in chunk:
         t0 = time.perf_counter()
         if cells is None:
@@ -235,15 +279,20 @@ def _bloch_shard_task(index: int, chunk: Sequence[int], out_dir: str, n_orientat
             sg = int(manifest["space_group"][m])
         else:
             cell, sg = cells[m]
+        conv_map = None
+        if regime == "zone_axis" and axes == "conventional":
+            conv_map = conventional_to_primitive(cell.lattice, cell.positions, cell.numbers)
         try:
-            res = bloch_patterns_for_material(cell.to_crystal(), m, n_orientations, seed, p)
+            res = bloch_patterns_for_material(cell.to_crystal(), m, n_orientations, seed, p, regime=regime,
+                                              conv_map=conv_map, tilt_deg=tilt_deg, return_axes=True)
         except MemoryError:  # safety net under a memory limit (ulimit -v); logged, counted as skipped
             logger.warning("material %d skipped: MemoryError", m)
             res = None
         if res is None:
             skipped.append(m)
             continue
-        out, R, n_beams = res
+        out, R, n_beams, uvw = res
+        uvws.append(uvw)
         dt = (time.perf_counter() - t0) / max(len(out), 1)
         pls.extend(out)
         mats += [m] * len(out)
@@ -259,14 +308,20 @@ def _bloch_shard_task(index: int, chunk: Sequence[int], out_dir: str, n_orientat
         "space_group": np.array(sgs, dtype=np.int16),
         "crystal_system": np.asarray(crystal_system_of_space_group(np.array(sgs, dtype=np.int64)), dtype=np.int8).reshape(-1),
         "orientation": np.concatenate(Rs).astype(np.float32) if Rs else np.zeros((0, 3, 3), np.float32),
+        "regime": np.full(len(pls), ZONE_AXIS if regime == "zone_axis" else RANDOM, dtype=np.int8),
+        "uvw": np.concatenate(uvws).astype(np.int16) if uvws else np.zeros((0, 3), np.int16),
         "n_beams": np.concatenate(nb).astype(np.int32) if nb else np.zeros(0, np.int32),
         "seconds": np.array(secs, dtype=np.float32),
         "chunk": np.array(list(chunk), dtype=np.int64),
         "skipped": np.array(skipped, dtype=np.int64),
     }
     attrs = p.attrs()
-    attrs.update(seed=int(seed), n_orientations=int(n_orientations),
-                 seed_info="orientations: zone_axis_rotations(lat_inv, numpy.random.default_rng([seed, material, crc32('bloch')]), distinct=True)")
+    attrs.update(seed=int(seed), n_orientations=int(n_orientations), regime=regime, axes=axes,
+                 tilt_deg=float(tilt_deg),
+                 seed_info=("orientations: zone_axis_rotations(lat_inv, numpy.random.default_rng([seed, material, "
+                            "crc32('bloch')]), distinct=True, conv_map=...)" if regime == "zone_axis" else
+                            "orientations: random_rotations(n, numpy.random.default_rng([seed, material, "
+                            "crc32('bloch-random')]))"))
     return write_h5_atomic(shard_path(out_dir, index), "patterns", arrays, attrs, compress=("spots",))
 
 
@@ -284,6 +339,9 @@ def simulate_bloch_set(
     cells: dict | None = None,
     progress: bool = True,
     deadline: float | None = None,
+    regime: str = "zone_axis",
+    axes: str = "conventional",
+    tilt_deg: float = STORED_TILT_DEG,
 ) -> list[Path]:
     """Bloch-wave patterns of many materials into resumable HDF5 shards.
 
@@ -319,11 +377,21 @@ def simulate_bloch_set(
         tqdm bar with ETA over shards.
     deadline : float, optional
         :func:`time.time` after which no new shard starts (serial runs).
+    regime : {"zone_axis", "random"}
+        Zone axes (the default) or uniformly random orientations.
+    axes : {"conventional", "primitive"}
+        Zone axes of the conventional standard cell (the default, as microscopists name them) or,
+        for the sets made before, of the simulated primitive cell.
+    tilt_deg : float
+        Largest mis-tilt off the zone axis (conventional axes), degrees.
     """
+    if axes not in ("conventional", "primitive"):
+        raise ValueError(f"axes must be 'conventional' or 'primitive', got {axes!r}")
     p = params or BlochParams()
     kwargs = dict(n_orientations=int(n_orientations), seed=int(seed), params=dict(p.__dict__),
                   manifest_path=None if manifest_path is None else str(manifest_path),
-                  db_path=None if db_path is None else str(db_path), cells=cells)
+                  db_path=None if db_path is None else str(db_path), cells=cells, regime=regime, axes=axes,
+                  tilt_deg=float(tilt_deg))
     return run_sharded(_bloch_shard_task, _chunks(materials, chunk_size), out_dir, kwargs,
                        workers=workers, dask_address=dask_address, progress=progress, desc="bloch shards",
                        deadline=deadline)

@@ -9,6 +9,9 @@ Format (fixed by the project's internal contract), one HDF5 group per set:
 * ``space_group`` int16 (n,) 1..230; ``crystal_system`` int8 (n,) 0..6;
 * ``orientation`` float32 (n, 3, 3): py4DSTEM ``orientation_matrix`` used (columns:
   lab axes in the crystal Cartesian frame);
+* optional ``regime`` int8 (n,): 0 zone axis, 1 uniformly random orientation, -1 unknown (sets
+  written before regimes existed); ``uvw`` int16 (n, 3): the zone axis in indices of the
+  conventional standard cell (0 0 0 for random orientations or unknown);
 * attributes: simulation parameters and seed information.
 
 Files are written atomically (temporary name, then :func:`os.replace`).
@@ -22,9 +25,12 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["PatternSet", "DEFAULT_GROUP"]
+__all__ = ["PatternSet", "DEFAULT_GROUP", "ZONE_AXIS", "RANDOM"]
 
 DEFAULT_GROUP = "patterns"
+#: Regime codes of the ``regime`` array.
+ZONE_AXIS: int = 0
+RANDOM: int = 1
 
 
 class PatternSet:
@@ -42,6 +48,10 @@ class PatternSet:
         (n, 3, 3) orientation matrices (NaN if unknown).
     attrs : dict, optional
         Metadata (simulation parameters, seeds).
+    regime : numpy.ndarray, optional
+        (n,) :data:`ZONE_AXIS` (0), :data:`RANDOM` (1) or -1 (unknown, the default).
+    uvw : numpy.ndarray, optional
+        (n, 3) conventional zone-axis indices (zeros where none).
     """
 
     def __init__(
@@ -53,6 +63,8 @@ class PatternSet:
         crystal_system: np.ndarray,
         orientation: np.ndarray | None = None,
         attrs: dict | None = None,
+        regime: np.ndarray | None = None,
+        uvw: np.ndarray | None = None,
     ) -> None:
         self.spots = np.asarray(spots, dtype=np.float32).reshape(-1, 3)
         self.offsets = np.asarray(offsets, dtype=np.int64)
@@ -64,6 +76,8 @@ class PatternSet:
             orientation = np.full((n, 3, 3), np.nan, dtype=np.float32)
         self.orientation = np.asarray(orientation, dtype=np.float32).reshape(n, 3, 3)
         self.attrs = dict(attrs or {})
+        self.regime = (np.full(n, -1, np.int8) if regime is None else np.asarray(regime, dtype=np.int8).reshape(n))
+        self.uvw = np.zeros((n, 3), np.int16) if uvw is None else np.asarray(uvw, dtype=np.int16).reshape(n, 3)
         if self.offsets[0] != 0 or self.offsets[-1] != len(self.spots) or np.any(np.diff(self.offsets) < 0):
             raise ValueError("offsets must start at 0, be non-decreasing and end at len(spots)")
 
@@ -78,6 +92,8 @@ class PatternSet:
         crystal_system: Sequence[int] | None = None,
         orientation: np.ndarray | None = None,
         attrs: dict | None = None,
+        regime: np.ndarray | None = None,
+        uvw: np.ndarray | None = None,
     ) -> "PatternSet":
         """Build from a list of (n_i, 3) arrays; ``crystal_system`` derived from the space group if omitted."""
         from ..labels import crystal_system_of_space_group
@@ -88,7 +104,7 @@ class PatternSet:
                  if pointlists else np.zeros((0, 3), np.float32))
         sg = np.asarray(space_group, dtype=np.int64)
         cs = crystal_system_of_space_group(sg) if crystal_system is None else crystal_system
-        return cls(spots, offsets, material, sg, np.asarray(cs).reshape(len(sg)), orientation, attrs)
+        return cls(spots, offsets, material, sg, np.asarray(cs).reshape(len(sg)), orientation, attrs, regime, uvw)
 
     @classmethod
     def concatenate(cls, sets: Sequence["PatternSet"], attrs: dict | None = None) -> "PatternSet":
@@ -105,6 +121,8 @@ class PatternSet:
             np.concatenate([s.crystal_system for s in sets]),
             np.concatenate([s.orientation for s in sets]),
             dict(sets[0].attrs) if attrs is None else attrs,
+            np.concatenate([s.regime for s in sets]),
+            np.concatenate([s.uvw for s in sets]),
         )
 
     # ------------------------------------------------------------------ I/O
@@ -125,6 +143,7 @@ class PatternSet:
             return cls(
                 g["spots"][:], g["offsets"][:], g["material"][:], g["space_group"][:],
                 g["crystal_system"][:], orientation, {k: _attr(v) for k, v in g.attrs.items()},
+                g["regime"][:] if "regime" in g else None, g["uvw"][:] if "uvw" in g else None,
             )
 
     def to_hdf5(self, path: str | Path, group: str = DEFAULT_GROUP, compression: str | None = "gzip") -> Path:
@@ -139,7 +158,7 @@ class PatternSet:
             g = h.create_group(group)
             for name, arr in (("spots", self.spots), ("offsets", self.offsets), ("material", self.material),
                               ("space_group", self.space_group), ("crystal_system", self.crystal_system),
-                              ("orientation", self.orientation)):
+                              ("orientation", self.orientation), ("regime", self.regime), ("uvw", self.uvw)):
                 if arr.size and kw:
                     g.create_dataset(name, data=arr, chunks=True, **kw)
                 else:
@@ -182,7 +201,7 @@ class PatternSet:
         take = (np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1])) if len(idx) else np.zeros(0, np.int64)
         return PatternSet(
             self.spots[take], offsets, self.material[idx], self.space_group[idx],
-            self.crystal_system[idx], self.orientation[idx], dict(self.attrs),
+            self.crystal_system[idx], self.orientation[idx], dict(self.attrs), self.regime[idx], self.uvw[idx],
         )
 
     def __repr__(self) -> str:

@@ -34,6 +34,30 @@ import numpy as np
 
 from .shards import _chunks, run_sharded, shard_path
 
+__all__ = [
+    "VOLTAGE",
+    "SIGMA_EXCITATION_ERROR",
+    "TOL_EXCITATION_ERROR_MULT",
+    "TOL_INTENSITY",
+    "K_MAX",
+    "THICKNESS",
+    "THERMAL_SIGMA",
+    "POTENTIAL",
+    "KINEMATIC_DIR",
+    "electron_wavelength",
+    "random_rotations",
+    "material_rng",
+    "SpotSelection",
+    "LEGACY_SELECTION",
+    "KinematicEntry",
+    "kinematic_entry",
+    "KinematicLibrary",
+    "sample_kinematic",
+    "sample_batch",
+    "kinematic_pattern_py4dstem",
+    "build_kinematic_library",
+]
+
 logger = logging.getLogger(__name__)
 
 VOLTAGE: float = 300e3
@@ -102,6 +126,55 @@ def material_rng(seed: int, material: int, stream: str = "") -> np.random.Genera
     """Generator seeded by (seed, material, stream), independent of run order or chunking."""
     key = zlib.crc32(stream.encode()) if stream else 0
     return np.random.default_rng([int(seed), int(material), key])
+
+
+@dataclass(frozen=True)
+class SpotSelection:
+    """Which kinematic reflections a pattern keeps, and with what intensity.
+
+    The default is the rule that makes kinematic patterns keep the spots of Bloch-wave patterns
+    (300 kV, 20 nm, detection at 1e-4 of the incident beam) at identical orientations, chosen on
+    the stored Bloch-wave validation sets by ``benchmarks/spot_selection.py``
+    (``benchmarks/results/spot_selection.md``): a Lorentzian excitation-error weight
+    ``|F_g|^2 / (1 + s^2 / sigma^2)`` with ``sigma = 0.002`` 1/Å (the ``1/s^2`` tails of a thin
+    foil's shape function; ``1/t = 0.005`` 1/Å at 20 nm), reflections within ``10 sigma`` of the
+    Ewald sphere, detection above ``1e-5`` (py4DSTEM's ``|F|^2`` units). py4DSTEM's own rule
+    (:data:`LEGACY_SELECTION`: Gaussian weight, ``sigma = 0.02``, ``3 sigma``) keeps about four
+    times as many spots as the Bloch-wave patterns.
+
+    Attributes
+    ----------
+    envelope : {"lorentzian", "gaussian"}
+    sigma_excitation_error : float
+        Width of the excitation-error weight, 1/Å (a per-pattern array may replace it at sampling
+        time for thickness variation).
+    tol_excitation_error_mult : float
+        Reflections farther than ``mult * sigma`` from the Ewald sphere are not excited.
+    tol_intensity : float
+        Detection threshold on the weighted intensity.
+    max_spots : int or None
+        Keep at most this many diffracted spots (the brightest).
+    """
+
+    envelope: str = "lorentzian"
+    sigma_excitation_error: float = 0.002
+    tol_excitation_error_mult: float = 10.0
+    tol_intensity: float = 1e-5
+    max_spots: int | None = None
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of :func:`sample_kinematic`."""
+        return dict(envelope=self.envelope, sigma_excitation_error=self.sigma_excitation_error,
+                    tol_excitation_error_mult=self.tol_excitation_error_mult, tol_intensity=self.tol_intensity,
+                    max_spots=self.max_spots)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+#: py4DSTEM's default kinematic rule (what training used before the Bloch-wave match).
+LEGACY_SELECTION = SpotSelection(envelope="gaussian", sigma_excitation_error=SIGMA_EXCITATION_ERROR,
+                                 tol_excitation_error_mult=TOL_EXCITATION_ERROR_MULT, tol_intensity=TOL_INTENSITY)
 
 
 # --------------------------------------------------------------------------- kinematic library
@@ -292,6 +365,8 @@ def sample_kinematic(
     tol_intensity: float = TOL_INTENSITY,
     k_max: float | None = None,
     direct_beam: bool = True,
+    max_spots: int | None = None,
+    envelope: str = "gaussian",
 ) -> list[np.ndarray]:
     """Kinematic pointlists for a batch of (material, rotation) pairs, as py4DSTEM makes them.
 
@@ -322,12 +397,20 @@ def sample_kinematic(
         Drop spots with ``|g| > k_max`` (default: all in the library).
     direct_beam : bool
         Keep the ``g = 0`` spot (the direct beam, intensity ``|F_000|^2``).
+    max_spots : int, optional
+        Keep only the brightest ``max_spots`` diffracted spots (ties broken by order) besides the
+        direct beam.
+    envelope : {"gaussian", "lorentzian"}
+        Excitation-error weight of a spot: py4DSTEM's ``exp(-s^2 / 2 sigma^2)``, or
+        ``1 / (1 + s^2 / sigma^2)``, whose ``1/s^2`` tails follow the shape function of a thin foil.
 
     Returns
     -------
     list of numpy.ndarray
         B float32 arrays (n_i, 3): qx, qy [1/A], intensity. The direct beam comes first.
     """
+    if envelope not in ("gaussian", "lorentzian"):
+        raise ValueError(f"envelope must be 'gaussian' or 'lorentzian', got {envelope!r}")
     lam = electron_wavelength(voltage)
     rotations = np.asarray(rotations, dtype=np.float64)
     sig = np.broadcast_to(np.asarray(sigma_excitation_error, dtype=np.float64), (len(rotations),))
@@ -355,9 +438,21 @@ def sample_kinematic(
             if k_max is not None:
                 ok &= g2 <= kmax2
             idx = np.flatnonzero(ok)
-            w = inten[idx] * np.exp(-(s[idx] ** 2) * inv2sig2)
+            if envelope == "gaussian":
+                w = inten[idx] * np.exp(-(s[idx] ** 2) * inv2sig2)
+            else:  # lorentzian: the 1/s^2 tails of a thin foil's sinc^2 shape function
+                w = inten[idx] / (1.0 + (s[idx] ** 2) * (2.0 * inv2sig2))
             det = w > tol_intensity
             parts.append((sign * g[idx[det], :2], w[det]))
+        if max_spots is not None:
+            both = np.concatenate([parts[0][1], parts[1][1]])
+            if len(both) > max_spots:
+                cut = np.sort(both)[len(both) - max_spots]
+                keep = both >= cut
+                keep[np.flatnonzero(keep)[max_spots:]] = False
+                k0 = keep[: len(parts[0][1])]
+                k1 = keep[len(parts[0][1]):]
+                parts = [(parts[0][0][k0], parts[0][1][k0]), (parts[1][0][k1], parts[1][1][k1])]
         n0 = 1 if (direct_beam and library.intensity[a] > tol_intensity) else 0
         n1, n2 = len(parts[0][1]), len(parts[1][1])
         pl = np.empty((n0 + n1 + n2, 3), dtype=np.float32)

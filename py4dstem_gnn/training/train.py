@@ -12,18 +12,29 @@ fresh random orientations and the realism augmentations of :mod:`py4dstem_gnn.da
 Design decisions
 ----------------
 * **Resumable by construction.** The batch of step ``s`` is drawn from
-  ``numpy.random.default_rng([seed, s, rank])``, so data do not depend on how a run was cut into
-  pieces. Checkpoints (model, optimizer, step, torch RNG, configs) are written atomically every
-  ``checkpoint_every`` steps and on SIGTERM/SIGINT; a rerun of the same command continues from
-  the last one and follows the same schedule. ``init_from`` starts a new run from shipped
-  weights (e.g. ``weights/default.safetensors``) to continue training on another machine.
+  ``numpy.random.default_rng([seed, s, rank])`` (the torch sampler: a torch generator seeded from
+  the same numbers), so data do not depend on how a run was cut into pieces. Checkpoints (model,
+  optimizer, step, RNG states, configs, schedule) are written atomically every ``checkpoint_every``
+  steps (and every ``checkpoint_minutes``) and on SIGTERM/SIGINT; a rerun of the same command
+  continues from the last one and follows the same schedule. Checkpoints hold CPU tensors only, so
+  one written on a GPU resumes on a CPU and back. ``init_from`` starts a new run from shipped
+  weights (e.g. ``weights/default.safetensors``).
+* **Schedules** (:mod:`py4dstem_gnn.training.schedules`): ``cosine`` (fixed length) or ``wsd``
+  (warm-up, constant, short decay). A WSD run saves ``checkpoint_stable.pt`` where its decay begins
+  and a cool-down snapshot ``cooldown_<step>.safetensors`` at its end; rerun with more ``steps``, it
+  continues from the constant-rate checkpoint (the decay's checkpoint and metrics are kept as
+  ``cooldown_<step>.pt`` / ``.metrics.jsonl``).
+* **Samplers.** Patterns come from numpy sources (pointlists collated on the CPU) or, with a
+  :class:`~py4dstem_gnn.data.sources_torch.TorchKinematicSource`, are made batched on the training
+  device (``--sampler torch``; no py4DSTEM needed, tables from ``py4dstem-gnn export-tables``).
 * **Class imbalance.** Materials are drawn with probability ∝ ``n_sg^(-balance_power)``, where
   ``n_sg`` is the number of training materials of that space group (0.5 by default: rare groups are
   seen more often than their share, without being repeated to exhaustion). The heads then learn
   the flattened prior of those draws; the trainer sets evaluation-mode logit offsets
   ``log p_deploy − log p_sampled`` (:meth:`Trainer.set_logit_adjustment`, stored in the model
   config and card) so that predictions follow the training materials' own prior again.
-* **Mixed precision.** bf16 autocast on CPU (AVX-512 BF16) and CUDA when ``bf16`` is set.
+* **Mixed precision.** bf16 autocast on CUDA, and on CPUs with native bf16 (AVX-512 BF16 or AMX),
+  when ``bf16`` is set; elsewhere float32 (on an AVX2-only CPU bf16 autocast ran 7x slower).
 * **Distributed.** Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
   :class:`torch.nn.parallel.DistributedDataParallel`; each rank draws its own batch; only rank 0
   logs and writes. Gradient accumulation over ``accumulate`` micro-batches.
@@ -34,9 +45,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
-import math
 import os
 import signal
 import time
@@ -47,12 +58,14 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from ..features import collate, split_direct_beam
 from ..model import ModelConfig, PEAGGMoE
 from ..data.orientations import IN_PLANE
 from ..weights import load_model, save_weights
+from .runtime import atomic_torch_save, load_checkpoint, native_bf16, resolve_device, to_cpu
+from .schedules import DECAY_SHAPES, SCHEDULES, Schedule, make_schedule
 
 __all__ = [
     "TrainConfig",
@@ -60,6 +73,7 @@ __all__ = [
     "Trainer",
     "compute_loss",
     "lr_at",
+    "schedule_of",
     "read_metrics",
     "fit_feature_normalisation",
     "configure_parser",
@@ -102,6 +116,13 @@ class TrainConfig:
     threads: int | None = None
     model: dict[str, Any] = field(default_factory=dict)
     logit_adjustment: bool = True
+    schedule: str = "cosine"
+    decay_steps: int | None = None
+    decay_shape: str = "sqrt"
+    sampler: str = "numpy"
+    compile: bool = False
+    max_minutes: float | None = None
+    checkpoint_minutes: float | None = None
 
     def model_config(self) -> ModelConfig:
         """The architecture (Table 6 defaults overridden by ``model``)."""
@@ -113,12 +134,15 @@ def _without_adjustment(config: ModelConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if not k.endswith("_logit_adjustment")}
 
 
+def schedule_of(cfg: TrainConfig) -> Schedule:
+    """The learning-rate schedule of a run (see :mod:`py4dstem_gnn.training.schedules`)."""
+    return make_schedule(cfg.schedule, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio, cfg.decay_steps,
+                         cfg.decay_shape)
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate at ``step``: linear warm-up, then cosine decay to ``min_lr_ratio · lr``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    """Learning rate at ``step``: linear warm-up, then cosine decay to ``min_lr_ratio · lr`` (or WSD)."""
+    return schedule_of(cfg).lr(step)
 
 
 def compute_loss(
@@ -129,10 +153,12 @@ def compute_loss(
     space_group: torch.Tensor,
     aux_weight: float,
     label_smoothing: float = 0.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
+    sync: bool = True,
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """Eq. 16: ``CE(cs) + CE(sg) + aux_weight · L_balance``.
 
-    ``space_group`` holds International Tables numbers (1..230).
+    ``space_group`` holds International Tables numbers (1..230). The statistics are floats, or with
+    ``sync=False`` detached scalar tensors (no wait for the device until they are read).
     """
     out = model(spots, mask)
     cs_loss = F.cross_entropy(out.cs_logits, crystal_system, label_smoothing=label_smoothing)
@@ -140,14 +166,14 @@ def compute_loss(
     loss = cs_loss + sg_loss + aux_weight * out.aux_loss
     with torch.no_grad():
         stats = {
-            "loss": float(loss),
-            "cs_loss": float(cs_loss),
-            "sg_loss": float(sg_loss),
-            "aux_loss": float(out.aux_loss),
-            "cs_acc": float((out.cs_logits.argmax(-1) == crystal_system).float().mean()),
-            "sg_acc": float((out.sg_logits.argmax(-1) == space_group - 1).float().mean()),
+            "loss": loss.detach(),
+            "cs_loss": cs_loss.detach(),
+            "sg_loss": sg_loss.detach(),
+            "aux_loss": out.aux_loss.detach(),
+            "cs_acc": (out.cs_logits.argmax(-1) == crystal_system).float().mean(),
+            "sg_acc": (out.sg_logits.argmax(-1) == space_group - 1).float().mean(),
         }
-    return loss, stats
+    return loss, ({k: float(v) for k, v in stats.items()} if sync else stats)
 
 
 def fit_feature_normalisation(
@@ -200,12 +226,6 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return sorted(rows.values(), key=lambda r: (r["step"], r.get("kind", "train")))
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class Trainer:
     """One training run.
 
@@ -239,10 +259,7 @@ class Trainer:
         self.distributed = self.world > 1
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if cfg.device == "auto":
-            self.device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device)
         if self.distributed and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         torch.manual_seed(cfg.seed)
@@ -266,14 +283,23 @@ class Trainer:
         self.best: float = -1.0
         self.seconds = 0.0
         self._stop = False
+        self.schedule = schedule_of(cfg)
+        self.autocast = cfg.bf16 and native_bf16(self.device)
+        if cfg.bf16 and not self.autocast:
+            logger.warning("no native bf16 on %s: training in float32", self.device)
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        self.stable_path = self.run_dir / "checkpoint_stable.pt"
         if self.checkpoint_path.is_file():
             self._load_checkpoint()
         self.adjustment_info = self.set_logit_adjustment()
+        if cfg.compile:
+            from .runtime import compile_model
+
+            compile_model(self.model)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
@@ -282,16 +308,23 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "train_config": dataclasses.asdict(self.cfg),
             "model_config": self.model.config.to_dict(),
+            "schedule": self.schedule.to_dict(),
         }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return to_cpu(state)
 
-    def save_checkpoint(self) -> None:
-        """Write the resumable state atomically (rank 0 only)."""
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> None:
+        """Write the resumable state atomically (rank 0 only), CPU tensors only (any device resumes it)."""
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_torch_save(self._state(), self.checkpoint_path)
+            atomic_torch_save(self._state(), Path(path) if path else self.checkpoint_path)
 
     def _load_checkpoint(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        state = load_checkpoint(self.checkpoint_path, self.stable_path, self.schedule, rewrite=self.rank == 0)
+        self._restore(state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
         saved = ModelConfig.from_dict(state["model_config"])
         if _without_adjustment(saved) != _without_adjustment(self.model.config):
             raise ValueError(
@@ -304,6 +337,8 @@ class Trainer:
         self.best = float(state["best"])
         self.seconds = float(state["seconds"])
         torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         logger.info("resumed %s at step %d", self.checkpoint_path, self.step)
 
     # -- logging -------------------------------------------------------------------------------
@@ -380,47 +415,58 @@ class Trainer:
         logger.warning("signal %d: checkpointing and stopping after this step", signum)
         self._stop = True
 
+    def _generator(self) -> torch.Generator | None:
+        """The torch random stream of this step (sources that sample on the device), else None."""
+        src = self.source
+        src = src if hasattr(src, "generator") else getattr(src, "main", None)
+        if src is None or not hasattr(src, "generator"):
+            return None
+        return src.generator([self.cfg.seed, self.step, self.rank])
+
     def fit(self, progress: bool = True) -> None:
-        """Train until ``cfg.steps`` (or a stop signal), checkpointing along the way."""
+        """Train until ``cfg.steps`` (or a stop signal, or ``cfg.max_minutes``), checkpointing along the way."""
+        from ..data.sources_torch import draw_batch
+
         cfg = self.cfg
         old = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        autocast = cfg.bf16 and self.device.type in ("cpu", "cuda")
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress or self.rank != 0, desc="train", dynamic_ncols=True)
+        max_spots = self.model.config.max_spots
+        pad_to = max_spots if cfg.compile else None
+        started = last_checkpoint = time.monotonic()
+        finished_here = False
         self.net.train()
         try:
             while self.step < cfg.steps and not self._stop:
+                if self.schedule.kind == "wsd" and self.step == self.schedule.decay_start and self.step > 0:
+                    self.save_checkpoint(self.stable_path)  # the constant-rate state to continue from
                 t0 = time.perf_counter()
                 rng = np.random.default_rng([cfg.seed, self.step, self.rank])
-                lr = lr_at(self.step, cfg)
+                gen = self._generator()
+                lr = self.schedule.lr(self.step)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 self.optimizer.zero_grad(set_to_none=True)
-                stats_sum: dict[str, float] = {}
+                stats_sum: dict[str, torch.Tensor] = {}
                 for _ in range(cfg.accumulate):
-                    pls, cs, sg = self.source.sample(rng, cfg.batch_size)
-                    spots, mask = _batch(pls, self.model.config.max_spots)
-                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-                        loss, stats = compute_loss(
-                            self.net,
-                            spots.to(self.device),
-                            mask.to(self.device),
-                            torch.as_tensor(cs, dtype=torch.long, device=self.device),
-                            torch.as_tensor(sg, dtype=torch.long, device=self.device),
-                            self.model.config.aux_loss_weight,
-                            cfg.label_smoothing,
-                        )
+                    spots, mask, cs, sg = draw_batch(self.source, rng, gen, cfg.batch_size, max_spots, self.device, pad_to)
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                        loss, stats = compute_loss(self.net, spots, mask, cs, sg, self.model.config.aux_loss_weight,
+                                                   cfg.label_smoothing, sync=False)
                     (loss / cfg.accumulate).backward()
                     for k, v in stats.items():
                         stats_sum[k] = stats_sum.get(k, 0.0) + v / cfg.accumulate
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
                 self.step += 1
+                finished_here = self.step == cfg.steps
                 self.seconds += time.perf_counter() - t0
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    row = {"kind": "train", "step": self.step, "lr": lr, "grad_norm": float(grad_norm), "seconds": round(self.seconds, 2), **stats_sum}
+                    means = {k: float(v) for k, v in stats_sum.items()}
+                    row = {"kind": "train", "step": self.step, "lr": lr, "grad_norm": float(grad_norm),
+                           "seconds": round(self.seconds, 2), **means}
                     self._log(row)
-                    bar.set_postfix(loss=f"{stats_sum['loss']:.3f}", cs=f"{stats_sum['cs_acc']:.2f}")
+                    bar.set_postfix(loss=f"{means['loss']:.3f}", cs=f"{means['cs_acc']:.2f}")
                 if self.validation and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
                     res = self.evaluate()
                     self._log({"kind": "val", "step": self.step, "seconds": round(self.seconds, 2), **res})
@@ -429,8 +475,17 @@ class Trainer:
                     if res[key] > self.best and self.rank == 0:
                         self.best = res[key]
                         self.export(self.run_dir, "best", validation=res, validation_step=self.step)
-                if self.step % cfg.checkpoint_every == 0 or self._stop or self.step == cfg.steps:
+                now = time.monotonic()
+                if cfg.max_minutes is not None and now - started >= 60 * cfg.max_minutes:
+                    logger.info("time limit of %g minutes reached at step %d", cfg.max_minutes, self.step)
+                    self._stop = True
+                due = cfg.checkpoint_minutes is not None and now - last_checkpoint >= 60 * cfg.checkpoint_minutes
+                if self.step % cfg.checkpoint_every == 0 or due or self._stop or self.step == cfg.steps:
                     self.save_checkpoint()
+                    last_checkpoint = now
+            if finished_here and self.schedule.kind == "wsd" and self.rank == 0:
+                path = self.export(self.run_dir, f"cooldown_{self.step}")
+                logger.info("cool-down snapshot %s (continue from %s with more --steps)", path, self.stable_path)
         finally:
             bar.close()
             for s, h in old.items():
@@ -438,6 +493,17 @@ class Trainer:
 
 
 # -- command line -----------------------------------------------------------------------------
+#: protocol -> (manifest split column, training split(s), validation split) of ``train --protocol``.
+#: ``known`` trains on the whole pool; its kinematic validation draws fresh orientations of the
+#: unseen-type validation groups (seen in training, so only a monitor, not a held-out figure).
+PROTOCOL_SPLITS: dict[str, tuple[str, str | tuple[str, ...], str]] = {
+    "known": ("split_type", ("train", "val", "test"), "val"),
+    "unseen-material": ("split_material", "train", "val"),
+    "unseen-type": ("split_type", "train", "val"),
+    "legacy": ("split", "train", "val"),
+}
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``py4dstem-gnn train``."""
     d = TrainConfig()
@@ -446,7 +512,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "library (fresh orientations and realism augmentations every step). Rerunning the same "
         "command resumes from <run-dir>/checkpoint.pt. Under torchrun it trains with DDP."
     )
-    parser.add_argument("--library", required=True, help="kinematic structure-factor library (HDF5) from `py4dstem-gnn simulate kinematic`")
+    parser.add_argument("--library", required=True, help="kinematic structure-factor library (HDF5 file or shard folder) from "
+                        "`py4dstem-gnn simulate kinematic`, or its tables (.npz) from `py4dstem-gnn export-tables`")
     parser.add_argument("--manifest", default=None, help="structure manifest with the train/val/test split (default: the committed data/manifest.csv.gz)")
     parser.add_argument("--val-set", action="append", default=[], metavar="NAME=PATH", help="stored pattern set(s) for validation (HDF5); the first selects the best weights")
     parser.add_argument("--val-kinematic", type=int, default=1000, metavar="N", help="also validate on N validation-split materials x 2 augmented kinematic patterns (0: off)")
@@ -458,11 +525,35 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    parser.add_argument("--no-bf16", action="store_true", help="train in float32")
+    parser.add_argument("--no-bf16", action="store_true", help="train in float32 (bf16 autocast runs only where the device has native bf16)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                        help="learning rate: cosine decay over --steps, or wsd (warm-up, constant, decay over the last "
+                             "--decay-steps; rerun with more --steps to continue from the constant-rate checkpoint)")
+    parser.add_argument("--decay-steps", type=int, default=None, help="wsd: length of the final decay (default: 20%% of --steps)")
+    parser.add_argument("--decay-shape", choices=DECAY_SHAPES, default=d.decay_shape, help="wsd: shape of the decay")
+    parser.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio, help="final learning rate as a share of --lr")
+    parser.add_argument("--sampler", choices=("numpy", "torch"), default=d.sampler,
+                        help="numpy: kinematic patterns made on the CPU; torch: made batched on --device from the "
+                             "library's tables (no py4DSTEM needed)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (did not pay on a CPU; try on a GPU)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this many minutes")
+    parser.add_argument("--checkpoint-minutes", type=float, default=None, help="also checkpoint every this many minutes")
     parser.add_argument("--stored-train", default=None, metavar="PATH", help="stored patterns of training materials (e.g. Bloch-wave; file or shard folder) mixed into every batch")
     parser.add_argument("--stored-fraction", type=float, default=0.5, help="share of --stored-train patterns in a batch")
     parser.add_argument("--follow-library", action="store_true", help="pick up library shards written while training runs")
     parser.add_argument("--no-augment", action="store_true", help="switch the realism augmentations off")
+    parser.add_argument("--augment", choices=["calibrated", "uncalibrated", "legacy"], default="calibrated",
+                        help="augmentation preset (py4dstem_gnn.data.augment.AugmentConfig; default: calibrated)")
+    parser.add_argument("--protocol", choices=list(PROTOCOL_SPLITS), default="known",
+                        help="which materials train: known = the whole pool (shipped weights), unseen-material / "
+                             "unseen-type = the training side of that split, legacy = the old group split")
+    parser.add_argument("--axes", choices=["conventional", "primitive"], default="conventional",
+                        help="zone axes of the conventional cell (default) or of the primitive cell (legacy)")
+    parser.add_argument("--random-fraction", type=float, default=0.2,
+                        help="share of patterns at uniformly random orientations (default: %(default)s)")
+    parser.add_argument("--tilt-deg", type=float, default=1.0, help="largest zone-axis mis-tilt, degrees")
+    parser.add_argument("--selection", choices=["bloch", "legacy"], default="bloch",
+                        help="kinematic spot selection: matched to Bloch-wave patterns (default) or py4DSTEM's")
     parser.add_argument("--in-plane", choices=IN_PLANE, default="random",
                         help="in-plane rotation of kinematic patterns: random (default, as detectors see them) or "
                              "py4DSTEM's default frame tied to the crystal axes (experiments only)")
@@ -506,15 +597,37 @@ def run_cli(args: argparse.Namespace) -> int:
         threads=args.threads,
         model=json.loads(args.model),
         logit_adjustment=not args.no_logit_adjustment,
+        schedule=args.schedule,
+        decay_steps=args.decay_steps,
+        decay_shape=args.decay_shape,
+        min_lr_ratio=args.min_lr_ratio,
+        sampler=args.sampler,
+        compile=args.compile,
+        max_minutes=args.max_minutes,
+        checkpoint_minutes=args.checkpoint_minutes,
     )
-    source = KinematicSource(args.library, args.manifest, split="train", augment=not args.no_augment, balance_power=cfg.balance_power,
-                             follow=args.follow_library, in_plane=args.in_plane)
+    from ..data.augment import AugmentConfig
+    from ..data.kinematic import LEGACY_SELECTION, SpotSelection
+
+    column, train_split, val_split = PROTOCOL_SPLITS[args.protocol]
+    augment = False if args.no_augment else AugmentConfig.preset(args.augment)
+    recipe = dict(axes=args.axes, random_fraction=args.random_fraction, tilt_deg=args.tilt_deg,
+                  selection=SpotSelection() if args.selection == "bloch" else LEGACY_SELECTION, in_plane=args.in_plane)
+    if args.sampler == "torch":  # patterns made on the training device from the tables
+        from ..data.sources_torch import TorchKinematicSource
+
+        kinematic: Any = functools.partial(TorchKinematicSource, device=resolve_device(cfg.device))
+    else:
+        kinematic = functools.partial(KinematicSource, follow=args.follow_library)
+    source = kinematic(args.library, args.manifest, split=train_split, split_column=column, augment=augment,
+                       balance_power=cfg.balance_power, **recipe)
     if args.stored_train:
         stored = StoredSource(args.stored_train, augment=not args.no_augment, balance_power=cfg.balance_power)
         source = MixedSource(source, stored, args.stored_fraction)
     validation = load_validation_sets(args.val_set)
     if args.val_kinematic:
-        val_source = KinematicSource(args.library, args.manifest, split="val", augment=not args.no_augment, in_plane=args.in_plane)
+        val_source = kinematic(args.library, args.manifest, split=val_split, split_column=column, augment=augment,
+                               **recipe)
         validation["val_kinematic"] = val_source.fixed_set(per_material=2, seed=1234, max_materials=args.val_kinematic)
     trainer = Trainer(cfg, source, validation, data_manifest=source.describe())
     trainer.fit()

@@ -1,0 +1,466 @@
+"""Accuracy per evaluation protocol, orientation regime and corruption, with group-bootstrap intervals.
+
+The three protocols (``docs/design.md``) are scored on one set of held-out patterns, each
+pattern tagged with its material, its regime (0 zone axis, 1 random orientation) and whether it
+is the clean or the corrupted copy:
+
+* ``known``: every pattern (by default; the materials may be in the training pool, the
+  orientations are fresh);
+* ``unseen-material``: patterns of materials with ``split_material == "test"``;
+* ``unseen-type``: patterns of materials with ``split_type == "test"``.
+
+For each protocol x regime x corruption and each classifier (the network, the random forest,
+the gradient-boosting reference, any name -> prediction), :func:`evaluate_protocols` gives the
+crystal-system (CS) and space-group (SG) accuracy from one pattern and after combining ``k``
+patterns (views) of each material (seeded draws, :func:`~py4dstem_gnn.evaluation.metrics.draw_views`,
+probabilities combined by :func:`~py4dstem_gnn.evaluation.metrics.aggregate_probs` and labelled
+by :func:`~py4dstem_gnn.evaluation.metrics.consistent_argmax`), each with a percentile interval
+that resamples whole material groups (manifest column ``group``;
+:mod:`py4dstem_gnn.evaluation.bootstrap`). One set of group resamples serves a protocol x regime,
+so that differences -- network minus each baseline, clean minus corrupted -- get paired
+intervals. Tables per crystal system and per group size (materials of the group in the whole
+pool, bins :data:`GROUP_SIZE_BINS`) come with it. :func:`render_protocols_markdown` writes them
+as Markdown; the returned dict is JSON-serialisable (``nan`` -> ``None``).
+
+A multi-view accuracy is the mean over materials of the share of draws whose combined label is
+right; its interval resamples groups of materials. A material with fewer than ``k`` patterns
+contributes all of them (the tables give the views per material).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..labels import CRYSTAL_SYSTEMS, N_CRYSTAL_SYSTEMS, SG_TO_CS
+from . import metrics as M
+
+__all__ = [
+    "PROTOCOLS",
+    "REGIMES",
+    "CORRUPTIONS",
+    "DEFAULT_VIEWS",
+    "GROUP_SIZE_BINS",
+    "protocol_membership",
+    "evaluate_protocols",
+    "render_protocols_markdown",
+    "jsonable",
+]
+
+PROTOCOLS: tuple[str, ...] = ("known", "unseen-material", "unseen-type")
+#: Regime names by code (the ``regime`` array of stored sets: 0 zone axis, 1 random).
+REGIMES: tuple[str, ...] = ("zone_axis", "random")
+CORRUPTIONS: tuple[str, ...] = ("clean", "corrupted")
+#: Views combined per material (six: the known-protocol target; ten: the paper's).
+DEFAULT_VIEWS: tuple[int, ...] = (6, 10)
+#: Lower edges of the group-size bins (materials of the group in the pool): 1-4, 5-19, >= 20.
+GROUP_SIZE_BINS: tuple[int, ...] = (1, 5, 20)
+_TINY = float(np.finfo(np.float32).tiny)
+_SPLIT_COLUMN = {"unseen-material": "split_material", "unseen-type": "split_type"}
+
+
+def protocol_membership(material: np.ndarray, manifest: Any, known: str = "all") -> dict[str, np.ndarray]:
+    """Which patterns each protocol scores.
+
+    Parameters
+    ----------
+    material : numpy.ndarray
+        ``(n,)`` material index of each pattern.
+    manifest : Manifest
+        With columns ``split_type`` and ``split_material``.
+    known : {"all", "material_test"}
+        ``known`` scores every pattern, or only those of ``split_material == "test"``
+        materials (a uniform, class-stratified sample of the pool).
+
+    Returns
+    -------
+    dict
+        protocol -> ``(n,)`` bool.
+    """
+    material = np.asarray(material, dtype=np.int64)
+    out = {}
+    for p, col in _SPLIT_COLUMN.items():
+        if col not in manifest.columns:
+            raise KeyError(f"the manifest has no column {col!r} (py4dstem-gnn structures --resplit)")
+        out[p] = np.asarray(manifest[col])[material] == "test"
+    if known == "all":
+        out["known"] = np.ones(len(material), bool)
+    elif known == "material_test":
+        out["known"] = out["unseen-material"].copy()
+    else:
+        raise ValueError(f"known must be 'all' or 'material_test', not {known!r}")
+    return {p: out[p] for p in PROTOCOLS}
+
+
+def _field(pred: Any, name: str) -> Any:
+    if isinstance(pred, Mapping):
+        return pred.get(name)
+    return getattr(pred, name, None)
+
+
+def _labels_and_probs(pred: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(cs, sg, cs_probs, sg_probs) of a Prediction-like object or mapping; probabilities may be None."""
+    csp, sgp = _field(pred, "crystal_system_probs"), _field(pred, "space_group_probs")
+    csp = None if csp is None else np.asarray(csp, dtype=np.float64)
+    sgp = None if sgp is None else np.asarray(sgp, dtype=np.float64)
+    cs, sg = _field(pred, "crystal_system"), _field(pred, "space_group")
+    if cs is None or sg is None:
+        if csp is None or sgp is None:
+            raise ValueError("a prediction needs crystal_system and space_group labels or both probability arrays")
+        cs, sg = M.consistent_argmax(csp, sgp)
+    cs, sg = np.asarray(cs, dtype=np.int64), np.asarray(sg, dtype=np.int64)
+    for a in (cs, sg, csp, sgp):
+        if a is not None and len(a) != n:
+            raise ValueError(f"a prediction has {len(a)} rows for {n} patterns")
+    return cs, sg, csp, sgp
+
+
+def _per_protocol(predictions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """classifier -> protocol -> prediction (a prediction given once serves every protocol)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, pred in predictions.items():
+        if isinstance(pred, Mapping) and set(pred) <= set(PROTOCOLS) and pred:
+            out[name] = {p: v for p, v in pred.items() if v is not None}
+        else:
+            out[name] = {p: pred for p in PROTOCOLS}
+    return out
+
+
+def _bin_labels(bins: Sequence[int]) -> list[str]:
+    labels = []
+    for i, lo in enumerate(bins):
+        hi = bins[i + 1] - 1 if i + 1 < len(bins) else None
+        labels.append(f">= {lo}" if hi is None else (f"{lo}" if hi == lo else f"{lo}-{hi}"))
+    return labels
+
+
+def _interval(mean: float, reps: np.ndarray, ci: float, n: int, ng: int) -> dict[str, Any]:
+    return M.percentile_interval(mean, reps, ci, n, ng).as_dict()
+
+
+def _multiview_correct(
+    mats: np.ndarray, cs_probs: np.ndarray, sg_probs: np.ndarray, cs_true_m: np.ndarray, sg_true_m: np.ndarray,
+    draws: list[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per material (sorted keys of ``mats``): share of draws whose combined CS / SG label is right.
+
+    Views are combined with the ``"log"`` rule of :func:`~py4dstem_gnn.evaluation.metrics.aggregate_probs`
+    (logarithms taken once for all draws).
+    """
+    cs_log = np.log(np.maximum(cs_probs, _TINY))
+    sg_log = np.log(np.maximum(sg_probs, _TINY))
+    cs_hits = np.zeros(len(cs_true_m))
+    sg_hits = np.zeros(len(cs_true_m))
+    for idx in draws:
+        _, cs_agg = M.aggregate_log_probs(cs_log[idx], mats[idx])
+        _, sg_agg = M.aggregate_log_probs(sg_log[idx], mats[idx])
+        cs_pred, sg_pred = M.consistent_argmax(cs_agg, sg_agg)
+        cs_hits += cs_pred == cs_true_m
+        sg_hits += sg_pred == sg_true_m
+    return cs_hits / len(draws), sg_hits / len(draws)
+
+
+def evaluate_protocols(
+    predictions: Mapping[str, Any],
+    material: np.ndarray,
+    space_group: np.ndarray,
+    regime: np.ndarray,
+    corrupted: np.ndarray,
+    manifest: Any,
+    *,
+    membership: Mapping[str, np.ndarray] | None = None,
+    known: str = "all",
+    k_views: Sequence[int] = DEFAULT_VIEWS,
+    n_draws: int = 5,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    group_size_bins: Sequence[int] = GROUP_SIZE_BINS,
+) -> dict[str, Any]:
+    """Score classifiers per protocol x regime x corruption (see the module docstring).
+
+    Parameters
+    ----------
+    predictions : mapping
+        classifier name -> a :class:`~py4dstem_gnn.inference.Prediction` (or any object or
+        mapping with ``crystal_system``, ``space_group`` and/or ``crystal_system_probs``,
+        ``space_group_probs``) with one row per pattern; or name -> {protocol -> such a
+        prediction} when a protocol has its own weights (e.g. the network trained on the
+        ``split_type`` training side for ``unseen-type``). Rows outside a protocol are
+        ignored. The first name is the one the others are compared with. Multi-view figures
+        need the probabilities.
+    material : numpy.ndarray
+        ``(n,)`` material index (manifest row) of each pattern.
+    space_group : numpy.ndarray
+        ``(n,)`` true space group 1..230 (the crystal system follows).
+    regime : numpy.ndarray
+        ``(n,)`` 0 zone axis, 1 random orientation.
+    corrupted : numpy.ndarray
+        ``(n,)`` bool: the pattern is the corrupted copy.
+    manifest : Manifest
+        Columns ``group``, ``split_type``, ``split_material``.
+    membership : mapping, optional
+        protocol -> ``(n,)`` bool; default :func:`protocol_membership`.
+    known : str
+        Passed to :func:`protocol_membership`.
+    k_views : sequence of int
+        Views combined per material.
+    n_draws : int
+        Seeded draws of the views.
+    n_boot, seed, ci
+        Group bootstrap (replicates, seed, coverage); the seed also drives the view draws.
+    group_size_bins : sequence of int
+        Lower edges of the group-size bins.
+
+    Returns
+    -------
+    dict
+        ``settings``, ``classifiers`` and ``cells`` (one per protocol x regime x corruption with
+        patterns: counts, views per material, and per classifier ``cs_1``, ``sg_1``,
+        ``cs_k{k}``, ``sg_k{k}`` intervals, ``by_crystal_system``, ``by_group_size``), then
+        ``differences`` (first classifier minus each other, paired) and ``corruption_cost``
+        (clean minus corrupted, paired), all JSON-serialisable.
+    """
+    material = np.asarray(material, dtype=np.int64)
+    sg_true = np.asarray(space_group, dtype=np.int64)
+    regime = np.asarray(regime, dtype=np.int64)
+    corrupted = np.asarray(corrupted, dtype=bool)
+    n = len(material)
+    if not (len(sg_true) == len(regime) == len(corrupted) == n):
+        raise ValueError("material, space_group, regime and corrupted must have the same length")
+    if np.any((sg_true < 1) | (sg_true > 230)):
+        raise ValueError("space groups must lie in 1..230")
+    cs_true = SG_TO_CS[sg_true - 1]
+    member = dict(membership) if membership is not None else protocol_membership(material, manifest, known)
+    group_all = np.asarray(manifest["group"])
+    gkeys, gcounts = np.unique(group_all, return_counts=True)
+    group = group_all[material]
+    gsize = gcounts[np.searchsorted(gkeys, group)]
+    bins = np.asarray(group_size_bins)
+    bin_of = np.searchsorted(bins, gsize, side="right") - 1
+    bin_names = _bin_labels(list(group_size_bins))
+    classifiers = _per_protocol(predictions)
+    names = list(classifiers)
+    parsed: dict[tuple[str, int], tuple] = {}
+
+    def get(name: str, proto: str):
+        pred = classifiers[name].get(proto)
+        if pred is None:
+            return None
+        key = (name, id(pred))
+        if key not in parsed:
+            parsed[key] = _labels_and_probs(pred, n)
+        return parsed[key]
+
+    cells: list[dict[str, Any]] = []
+    differences: list[dict[str, Any]] = []
+    costs: list[dict[str, Any]] = []
+    views = sorted(set(int(k) for k in k_views))
+    for pi, proto in enumerate(PROTOCOLS):
+        for ri, reg in enumerate(REGIMES):
+            base = np.asarray(member[proto], bool) & (regime == ri)
+            if not base.any():
+                continue
+            _, gidx_base = np.unique(group[base], return_inverse=True)
+            gidx = np.full(n, -1, dtype=np.int64)
+            gidx[base] = gidx_base
+            W = M.group_resampling_weights(int(gidx_base.max()) + 1, n_boot, np.random.default_rng([seed, pi, ri]))
+            reps: dict[tuple[str, str, str], tuple[float, np.ndarray, int, int]] = {}
+            for corr in CORRUPTIONS:
+                sel = base & (corrupted == (corr == "corrupted"))
+                if not sel.any():
+                    continue
+                idx = np.flatnonzero(sel)
+                mats = material[idx]
+                umat, minv, mcount = np.unique(mats, return_inverse=True, return_counts=True)
+                first = np.zeros(len(umat), dtype=np.int64)
+                first[minv[::-1]] = np.arange(len(idx))[::-1]
+                m_gidx, m_cs, m_sg, m_bin = gidx[idx][first], cs_true[idx][first], sg_true[idx][first], bin_of[idx][first]
+                if np.any(sg_true[idx] != m_sg[minv]):
+                    raise ValueError("the true space group must be constant within a material")
+                rng = np.random.default_rng([seed, pi, ri, CORRUPTIONS.index(corr)])
+                draws = {k: [M.draw_views(mats, k, rng) for _ in range(n_draws)] for k in views}
+                cell: dict[str, Any] = {
+                    "protocol": proto, "regime": reg, "corruption": corr, "n_patterns": int(len(idx)),
+                    "n_materials": int(len(umat)), "n_groups": int(len(np.unique(gidx[idx]))),
+                    "views_per_material": {"median": float(np.median(mcount)), "min": int(mcount.min()),
+                                           "max": int(mcount.max())},
+                    "classifiers": {},
+                }
+                for name in names:
+                    got = get(name, proto)
+                    if got is None:
+                        continue
+                    cs_hat, sg_hat, csp, sgp = got
+                    unit = {"1": (cs_hat[idx] == cs_true[idx], sg_hat[idx] == sg_true[idx], gidx[idx],
+                                  cs_true[idx], bin_of[idx])}
+                    if csp is not None and sgp is not None:
+                        for k in views:
+                            mc, ms = _multiview_correct(mats, csp[idx], sgp[idx], m_cs, m_sg, draws[k])
+                            unit[f"k{k}"] = (mc, ms, m_gidx, m_cs, m_bin)
+                    res: dict[str, Any] = {}
+                    by_cs = [{"crystal_system": CRYSTAL_SYSTEMS[c]} for c in range(N_CRYSTAL_SYSTEMS)]
+                    by_size = [{"group_size": b} for b in bin_names]
+                    for tag, (c_ok, s_ok, gi, cls, b_of) in unit.items():
+                        for what, ok in (("cs", c_ok), ("sg", s_ok)):
+                            stat = f"{what}_{tag}"
+                            r = M.ratio_replicates(ok, gi, W)
+                            reps[(corr, name, stat)] = r
+                            res[stat] = _interval(r[0], r[1], ci, r[2], r[3])
+                            for c in range(N_CRYSTAL_SYSTEMS):
+                                rc = M.ratio_replicates(ok, gi, W, mask=cls == c)
+                                by_cs[c][stat] = _interval(rc[0], rc[1], ci, rc[2], rc[3])
+                            for b in range(len(bin_names)):
+                                rb = M.ratio_replicates(ok, gi, W, mask=b_of == b)
+                                by_size[b][stat] = _interval(rb[0], rb[1], ci, rb[2], rb[3])
+                    res["by_crystal_system"] = by_cs
+                    res["by_group_size"] = by_size
+                    cell["classifiers"][name] = res
+                cells.append(cell)
+            stats = ["cs_1", "sg_1"] + [f"{w}_k{k}" for k in views for w in ("cs", "sg")]
+            for corr in CORRUPTIONS:
+                for other in names[1:]:
+                    row = {"protocol": proto, "regime": reg, "corruption": corr, "a": names[0], "b": other}
+                    for stat in stats:
+                        a, b = reps.get((corr, names[0], stat)), reps.get((corr, other, stat))
+                        if a is not None and b is not None:
+                            row[stat] = _interval(a[0] - b[0], a[1] - b[1], ci, a[2], a[3])
+                    if len(row) > 5:
+                        differences.append(row)
+            for name in names:
+                row = {"protocol": proto, "regime": reg, "classifier": name}
+                for stat in stats:
+                    a, b = reps.get(("clean", name, stat)), reps.get(("corrupted", name, stat))
+                    if a is not None and b is not None:
+                        row[stat] = _interval(a[0] - b[0], a[1] - b[1], ci, a[2], a[3])
+                if len(row) > 3:
+                    costs.append(row)
+    out = {
+        "settings": {"k_views": views, "n_draws": int(n_draws), "n_boot": int(n_boot), "seed": int(seed),
+                     "ci": float(ci), "group_size_bins": bin_names, "known": known,
+                     "bootstrap": "percentile interval, resampling whole material groups (manifest column group)",
+                     "views": "k patterns of one material drawn without replacement; probabilities combined by the "
+                     "normalised geometric mean; the accuracy is the mean over materials of the share of draws right"},
+        "classifiers": names,
+        "cells": cells,
+        "differences": differences,
+        "corruption_cost": costs,
+    }
+    return _jsonable(out)
+
+
+def jsonable(o: Any) -> Any:
+    """Nested dicts, lists and numpy scalars as plain JSON values (non-finite floats -> None)."""
+    return _jsonable(o)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
+# ----------------------------------------------------------------------------- Markdown
+def _fmt(iv: Mapping[str, Any] | None, signed: bool = False) -> str:
+    if not iv or iv.get("mean") is None:
+        return "–"
+    sign = "+" if signed else ""
+    m = f"{100 * iv['mean']:{sign}.1f}"
+    if iv.get("low") is None:
+        return m
+    return f"{m} [{100 * iv['low']:{sign}.1f}, {100 * iv['high']:{sign}.1f}]"
+
+
+def _table(header: list[str], rows: list[list[str]], right_from: int = 1) -> list[str]:
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" if i < right_from else "---:" for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out + [""]
+
+
+def render_protocols_markdown(results: Mapping[str, Any], title: str | None = None,
+                              info: Mapping[str, Any] | None = None) -> str:
+    """Markdown tables of :func:`evaluate_protocols` output (accuracies in %, 95 % group-bootstrap intervals).
+
+    Parameters
+    ----------
+    results : mapping
+        Output of :func:`evaluate_protocols`.
+    title : str, optional
+        First heading.
+    info : mapping, optional
+        Lines ``key: value`` printed under the title (command, weights per protocol, sets ...).
+
+    Returns
+    -------
+    str
+    """
+    st = results["settings"]
+    ks = st["k_views"]
+    pct = int(round(100 * st["ci"]))
+    lines = [f"# {title or 'Accuracy by evaluation protocol'}", ""]
+    for k, v in (info or {}).items():
+        lines.append(f"- **{k}**: {v}")
+    lines += [
+        "" if info else "",
+        f"Accuracies in %, with {pct} % percentile intervals from {st['n_boot']} bootstrap resamples of whole "
+        "material groups (materials sharing a prototype or a formula and space group). "
+        f"'k views': {st['views']} ({st['n_draws']} draws). `known` scores "
+        f"{'every pattern' if st['known'] == 'all' else 'the split_material test materials'}; "
+        "`unseen-material` and `unseen-type` the test materials of `split_material` / `split_type`.", "",
+        "## Accuracy", "",
+    ]
+    stat_cols = ["cs_1", "sg_1"] + [f"{w}_k{k}" for k in ks for w in ("cs", "sg")]
+    head = ["protocol", "regime", "corruption", "classifier", "patterns", "materials", "groups", "views/material",
+            "CS 1", "SG 1"] + [f"{w} {k} views" for k in ks for w in ("CS", "SG")]
+    rows = []
+    for c in results["cells"]:
+        vpm = c["views_per_material"]
+        for name, r in c["classifiers"].items():
+            rows.append([c["protocol"], c["regime"], c["corruption"], name, str(c["n_patterns"]), str(c["n_materials"]),
+                         str(c["n_groups"]), f"{vpm['median']:g} ({vpm['min']}–{vpm['max']})"]
+                        + [_fmt(r.get(s)) for s in stat_cols])
+    lines += _table(head, rows, right_from=4)
+    if results["differences"]:
+        lines += ["## Differences between classifiers (paired, same patterns and resamples)", ""]
+        rows = [[d["protocol"], d["regime"], d["corruption"], f"{d['a']} − {d['b']}"]
+                + [_fmt(d.get(s), signed=True) for s in stat_cols] for d in results["differences"]]
+        lines += _table(["protocol", "regime", "corruption", "difference (points)"] + head[8:], rows, right_from=4)
+    if results["corruption_cost"]:
+        lines += ["## Cost of corruption: clean minus corrupted (paired, points)", ""]
+        rows = [[d["protocol"], d["regime"], d["classifier"]] + [_fmt(d.get(s), signed=True) for s in stat_cols]
+                for d in results["corruption_cost"]]
+        lines += _table(["protocol", "regime", "classifier"] + head[8:], rows, right_from=3)
+    k_max = f"k{ks[-1]}" if ks else None
+    shown = ["cs_1", "sg_1"] + ([f"cs_{k_max}"] if k_max else [])
+    shown_names = ["CS 1", "SG 1"] + ([f"CS {ks[-1]} views"] if k_max else [])
+    for key, label, heading in (("by_crystal_system", "crystal_system", "By crystal system"),
+                                ("by_group_size", "group_size", "By group size (materials of the group in the pool)")):
+        lines += [f"## {heading}", ""]
+        for c in results["cells"]:
+            names = list(c["classifiers"])
+            if not names:
+                continue
+            lines += [f"### {c['protocol']}, {c['regime']}, {c['corruption']}", ""]
+            head = [label.replace("_", " "), "patterns", "groups"] + [f"{n}: {s}" for n in names for s in shown_names]
+            rows = []
+            ref = c["classifiers"][names[0]][key]
+            for i, row in enumerate(ref):
+                n_pat = row["cs_1"]["n"]
+                if not n_pat:
+                    continue
+                cells = [row[label], str(n_pat), str(row["cs_1"]["n_groups"])]
+                for n in names:
+                    r = c["classifiers"][n][key][i]
+                    cells += [_fmt(r.get(s)) for s in shown]
+                rows.append(cells)
+            lines += _table(head, rows)
+    return "\n".join(lines).rstrip() + "\n"

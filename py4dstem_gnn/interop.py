@@ -1,0 +1,183 @@
+"""Export of the maps to other tools of the field.
+
+:func:`to_crystal_map` turns the RealSlice of :func:`py4dstem_gnn.classify_braggvectors`
+into an orix :class:`~orix.crystal_map.CrystalMap`, so that users of the pyxem / orix
+family can plot the phase map, save it (``orix.io.save``: HDF5 or ``.ang``) and combine it
+with their orientation maps.
+
+orix is an optional dependency: ``pip install "py4dstem-gnn[orix]"`` (orix 0.13.x,
+which works with the ``numpy<2`` that py4DSTEM 0.14 needs).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from .labels import INVALID, hermann_mauguin
+
+__all__ = ["to_crystal_map", "ORIX_REQUIREMENT"]
+
+logger = logging.getLogger(__name__)
+
+#: The orix releases this module is tested with (the ``[orix]`` extra).
+ORIX_REQUIREMENT: str = "orix>=0.13.3,<0.14"
+
+#: Slices copied into the CrystalMap's properties when the maps have them.
+_PROPERTIES: tuple[str, ...] = ("confidence", "crystal_system", "n_spots", "cs_set", "cs_set_size", "sg_set_size")
+
+#: py4DSTEM real-space units -> (orix scan unit, factor applied to the step).
+_UNITS: dict[str, tuple[str, float]] = {
+    "a": ("nm", 0.1),
+    "å": ("nm", 0.1),
+    "angstrom": ("nm", 0.1),
+    "nm": ("nm", 1.0),
+    "um": ("um", 1.0),
+    "µm": ("um", 1.0),
+    "pixels": ("px", 1.0),
+    "pixel": ("px", 1.0),
+    "px": ("px", 1.0),
+}
+
+
+def _import_orix() -> Any:
+    try:
+        import orix.crystal_map as crystal_map
+        from orix.quaternion import Rotation
+    except ImportError as err:
+        raise ImportError(
+            "to_crystal_map needs orix, an optional dependency: pip install \"py4dstem-gnn[orix]\" "
+            f"(installs {ORIX_REQUIREMENT}, compatible with numpy<2)"
+        ) from err
+    return crystal_map, Rotation
+
+
+def _slices(maps: Any) -> dict[str, np.ndarray]:
+    """Slices by label from a RealSlice or a mapping of arrays."""
+    if hasattr(maps, "slicelabels") and hasattr(maps, "get_slice"):
+        return {str(label): np.asarray(maps.get_slice(label).data) for label in maps.slicelabels}
+    if isinstance(maps, dict):
+        return {str(k): np.asarray(v) for k, v in maps.items()}
+    raise TypeError(
+        f"to_crystal_map needs the RealSlice returned by classify_braggvectors (or a dict of arrays); "
+        f"got {type(maps).__name__}"
+    )
+
+
+def _scan_step(maps: Any, step: float | None, unit: str | None) -> tuple[float, str]:
+    """Step and orix unit: as given, else from the maps' R pixel calibration, else 1 px."""
+    if step is not None:
+        if not np.isfinite(step) or step <= 0:
+            raise ValueError(f"step must be a positive number; got {step!r}")
+        return float(step), unit or "px"
+    cal = getattr(maps, "calibration", None)
+    try:
+        size = cal.get_R_pixel_size() if cal is not None else None
+        units = cal.get_R_pixel_units() if cal is not None else None
+    except Exception:  # noqa: BLE001 - no usable calibration: pixels
+        size, units = None, None
+    if size is None or not np.isfinite(float(size)) or float(size) <= 0:
+        return 1.0, "px"
+    orix_unit, factor = _UNITS.get(str(units).strip().lower(), (str(units), 1.0))
+    return float(size) * factor, orix_unit
+
+
+def to_crystal_map(maps: Any, step: float | None = None, unit: str | None = None):
+    """The maps as an orix ``CrystalMap``: one phase per predicted space group.
+
+    Parameters
+    ----------
+    maps : py4DSTEM.RealSlice or dict
+        Output of :func:`py4dstem_gnn.classify_braggvectors` (or read back with
+        ``py4DSTEM.read``), or a dict of ``(Rx, Ry)`` arrays holding at least
+        ``"space_group"``.
+    step : float, optional
+        Scan step (the same along both axes). Default: the RealSlice's R pixel size
+        (``maps.calibration.get_R_pixel_size()``; Angstrom converted to nm), or 1 px
+        when it has none.
+    unit : str, optional
+        orix scan unit of ``step`` (``"nm"``, ``"um"``, ``"px"``); only with ``step``.
+
+    Returns
+    -------
+    orix.crystal_map.CrystalMap
+        Shape ``(Rx, Ry)``: rows are ``rx`` (orix ``y``), columns ``ry`` (orix ``x``).
+
+        * **Phases**: one per space group present in ``space_group`` (after the
+          majority filter), phase id = space-group number, name = its short
+          Hermann-Mauguin symbol (``"Fm-3m"``), ``space_group`` set (point groups
+          follow); orix picks the colours.
+        * **Not indexed**: positions whose label is ``-1`` (invalid) have phase id
+          ``-1``, orix's "not_indexed".
+        * **Rotations**: identity at every position. They are *placeholders*: the
+          model predicts crystal system and space group, not orientation. Do not
+          read orientations, misorientations or IPF colours from this map; combine
+          it with an orientation map from template matching or ACOM instead.
+        * **Properties** (``xmap.prop``), when the maps hold these slices:
+          ``confidence``, ``crystal_system`` (0..6, -1), ``n_spots``, and the
+          conformal-set slices ``cs_set`` (7-bit mask), ``cs_set_size``,
+          ``sg_set_size`` (-1 where not available).
+
+    Raises
+    ------
+    ImportError
+        If orix is not installed (install the ``[orix]`` extra).
+    TypeError
+        If ``maps`` is neither a RealSlice nor a dict of arrays.
+    KeyError
+        If the maps have no ``space_group`` slice.
+    ValueError
+        If ``space_group`` holds values other than 1..230 and -1, or ``step`` is
+        not a positive number.
+
+    Examples
+    --------
+    >>> maps = py4dstem_gnn.classify_braggvectors(bv)          # doctest: +SKIP
+    >>> xmap = py4dstem_gnn.interop.to_crystal_map(maps)       # doctest: +SKIP
+    >>> xmap.plot()                                            # doctest: +SKIP
+    """
+    crystal_map, Rotation = _import_orix()
+    slices = _slices(maps)
+    if "space_group" not in slices:
+        raise KeyError("the maps have no 'space_group' slice (expected the output of classify_braggvectors)")
+    sg = slices["space_group"]
+    if sg.ndim != 2:
+        raise ValueError(f"space_group must be a 2D (Rx, Ry) map; got shape {sg.shape}")
+    if not np.all(np.isfinite(sg)) or not np.all(np.equal(np.mod(sg, 1), 0)):
+        raise ValueError("space_group must hold integer codes (1..230, -1 invalid)")
+    sg = sg.astype(np.int64)
+    bad = (sg != INVALID) & ((sg < 1) | (sg > 230))
+    if bad.any():
+        raise ValueError(f"space_group holds codes outside 1..230 and -1: {np.unique(sg[bad])[:5].tolist()}")
+
+    shape = sg.shape
+    n = sg.size
+    present = sorted(int(s) for s in np.unique(sg) if s != INVALID)
+    if present:
+        phase_list = crystal_map.PhaseList(
+            names=[hermann_mauguin(s) for s in present], space_groups=present, ids=present
+        )
+    else:
+        phase_list = crystal_map.PhaseList()
+    step_size, scan_unit = _scan_step(maps, step, unit)
+    coords, _ = crystal_map.create_coordinate_arrays(shape=shape, step_sizes=(step_size, step_size))
+    prop = {}
+    for label in _PROPERTIES:
+        if label in slices and slices[label].shape == shape:
+            prop[label] = slices[label].reshape(n).astype(np.float64)
+    xmap = crystal_map.CrystalMap(
+        rotations=Rotation.identity(n),
+        phase_id=sg.reshape(n),
+        x=coords["x"],
+        y=coords["y"],
+        phase_list=phase_list,
+        prop=prop,
+        scan_unit=scan_unit,
+    )
+    logger.info(
+        "CrystalMap %s: %d phases (%s), %d of %d positions not indexed; rotations are identity placeholders",
+        shape, len(present), ", ".join(hermann_mauguin(s) for s in present[:8]), int((sg == INVALID).sum()), n,
+    )
+    return xmap
