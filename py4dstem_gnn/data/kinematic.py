@@ -447,9 +447,8 @@ def sample_kinematic(
         if max_spots is not None:
             both = np.concatenate([parts[0][1], parts[1][1]])
             if len(both) > max_spots:
-                cut = np.sort(both)[len(both) - max_spots]
-                keep = both >= cut
-                keep[np.flatnonzero(keep)[max_spots:]] = False
+                keep = np.zeros(len(both), bool)
+                keep[np.argsort(-both, kind="stable")[:max_spots]] = True
                 k0 = keep[: len(parts[0][1])]
                 k1 = keep[len(parts[0][1]):]
                 parts = [(parts[0][0][k0], parts[0][1][k0]), (parts[1][0][k1], parts[1][1][k1])]
