@@ -1,6 +1,6 @@
 """Kinematic diffraction patterns: a structure-factor library built once with py4DSTEM, and a fast sampler.
 
-    :func:`build_kinematic_library` computes, once per material, py4DSTEM's kinematic
+    :func:`py4dstem_gnn.data.kinematic_build.build_kinematic_library` computes, once per material, py4DSTEM's kinematic
     structure factors (``Crystal.calculate_structure_factors``, ``k_max`` = 2 1/A) and
     stores the reciprocal-lattice points (Miller indices + the reciprocal basis) with
     their intensities ``|F_g|^2`` in HDF5 shards. Friedel's law holds for py4DSTEM's
@@ -32,7 +32,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .shards import _chunks, run_sharded, shard_path
 
 __all__ = [
     "VOLTAGE",
@@ -55,7 +54,6 @@ __all__ = [
     "sample_kinematic",
     "sample_batch",
     "kinematic_pattern_py4dstem",
-    "build_kinematic_library",
 ]
 
 logger = logging.getLogger(__name__)
@@ -530,79 +528,3 @@ def kinematic_pattern_py4dstem(
     )
     d = pl.data
     return np.stack([d["qx"], d["qy"], d["intensity"]], axis=1).astype(np.float64)
-
-
-# --------------------------------------------------------------------------- kinematic library build
-
-
-def _kinematic_shard_task(index: int, chunk: Sequence[int], out_dir: str, manifest_path: str | None,
-                          db_path: str | None, k_max: float, tol_intensity: float) -> Path:
-    from .structures import _connect, cell_for_row, load_manifest
-
-    manifest = load_manifest(manifest_path)
-    db = _connect(db_path)
-    entries = []
-    for m in chunk:
-        cell = cell_for_row(manifest, m, primitive=True, db=db)
-        entries.append(kinematic_entry(cell.to_crystal(), k_max, tol_intensity))
-    lib = KinematicLibrary.from_entries(chunk, entries, _kinematic_attrs(k_max, tol_intensity))
-    return lib.write(shard_path(out_dir, index))
-
-
-def _kinematic_attrs(k_max: float, tol_intensity: float) -> dict:
-    import py4DSTEM
-
-    return {
-        "k_max": float(k_max),
-        "tol_intensity": float(tol_intensity),
-        "method": "kinematic structure factors, py4DSTEM Crystal.calculate_structure_factors",
-        "cell": "spglib standard primitive cell (symprec 1e-3)",
-        "friedel_half": 1,
-        "py4DSTEM_version": py4DSTEM.__version__,
-    }
-
-
-def build_kinematic_library(
-    out_dir: str | Path = KINEMATIC_DIR,
-    materials: Sequence[int] | None = None,
-    manifest_path: str | Path | None = None,
-    db_path: str | Path | None = None,
-    k_max: float = K_MAX,
-    tol_intensity: float = TOL_INTENSITY,
-    chunk_size: int = 500,
-    workers: int = 1,
-    dask_address: str | None = None,
-    progress: bool = True,
-) -> list[Path]:
-    """Compute the kinematic library of many materials into HDF5 shards (resumable).
-
-    Parameters
-    ----------
-    out_dir : str or pathlib.Path
-        Shard directory (default ``data/cache/kinematic``); read it back with
-        :meth:`KinematicLibrary.load`.
-    materials : sequence of int, optional
-        Manifest material indices (default: all).
-    manifest_path, db_path : optional
-        Manifest and database (defaults: committed manifest, :func:`default_db_path`).
-    k_max, tol_intensity : float
-        Reciprocal-space radius (1/A) and the ``|F_g|^2`` below which reflections are dropped.
-    chunk_size : int
-        Materials per shard.
-    workers, dask_address : int, str
-        See :func:`run_sharded`.
-
-    Returns
-    -------
-    list of pathlib.Path
-    """
-    from .structures import load_manifest
-
-    if materials is None:
-        materials = range(len(load_manifest(manifest_path)))
-    kwargs = dict(manifest_path=None if manifest_path is None else str(manifest_path),
-                  db_path=None if db_path is None else str(db_path), k_max=k_max, tol_intensity=tol_intensity)
-    return run_sharded(_kinematic_shard_task, _chunks(materials, chunk_size), out_dir, kwargs,
-                       workers=workers, dask_address=dask_address, progress=progress, desc="kinematic library")
-
-

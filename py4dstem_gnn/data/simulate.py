@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from .bloch import MAX_BEAMS, STORED_TILT_DEG, BlochParams, simulate_bloch_set
-from .kinematic import KINEMATIC_DIR, THICKNESS, build_kinematic_library
+from .kinematic import KINEMATIC_DIR, THICKNESS
+from .kinematic_build import build_kinematic_library
 from .shards import merge_shards
 
 __all__ = [
