@@ -194,7 +194,7 @@ def model_only(
 
 
 def bench_device(args: argparse.Namespace, device: torch.device, bv: Any, lines: list[str]) -> None:
-    from py4dstem_gnn import inference
+    from py4dstem_gnn import batching  # the token budgets are read from py4dstem_gnn.batching
     from py4dstem_gnn.py4dstem import calibrated_vectors, classify_braggvectors, remove_direct_beam
 
     n_pos = int(np.prod(bv.Rshape))
@@ -284,16 +284,16 @@ def bench_device(args: argparse.Namespace, device: torch.device, bv: Any, lines:
         lists = [spots[diff.offsets[p] : diff.offsets[p + 1]] for p in range(min(n_pos, args.sweep_patterns))]
         lines += ["", f"Model part alone on {len(lists):,} patterns, by token budget (patterns x padded spots per batch):", ""]
         lines += ["| token budget | fp32 patterns/s | bf16 autocast patterns/s |", "|---|---|---|"]
-        saved = inference.CPU_TOKEN_BUDGET
+        saved = batching.CPU_TOKEN_BUDGET
         budgets = [1024, 4096, 16384] if device.type == "cpu" else [None]
         for b in budgets:
             if b is not None:
-                inference.CPU_TOKEN_BUDGET = b
+                batching.CPU_TOKEN_BUDGET = b
             r32 = len(lists) / model_only(net, lists, device, False, None)
             r16 = len(lists) / model_only(net, lists, device, True, None)
             lines.append(f"| {b if b is not None else 'auto (CUDA free memory)'} | {r32:,.0f} | {r16:,.0f} |")
             logger.info("token budget %s: fp32 %.0f, bf16 %.0f patterns/s", b, r32, r16)
-        inference.CPU_TOKEN_BUDGET = saved
+        batching.CPU_TOKEN_BUDGET = saved
 
 
 def bench_large(args: argparse.Namespace, lines: list[str]) -> None:

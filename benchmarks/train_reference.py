@@ -24,7 +24,7 @@ import numpy as np
 from py4dstem_gnn.data.sources import KinematicSource
 from py4dstem_gnn.evaluation.baseline import RandomForestBaseline
 from py4dstem_gnn.evaluation.reference import GradientBoostingReference
-from py4dstem_gnn.training.train import PROTOCOL_SPLITS
+from py4dstem_gnn.training.cli import PROTOCOL_SPLITS
 
 logger = logging.getLogger("train_reference")
 

@@ -10,16 +10,19 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "module_main", "COMMANDS", "LOG_FORMAT"]
+
+#: Format of the log lines of every command.
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "structures": ("py4dstem_gnn.data.structures", "build the labelled OQMD-ICSD structure pool and its train/val/test split"),
     "simulate": ("py4dstem_gnn.data.simulate", "simulate diffraction patterns (kinematic library, Bloch-wave sets)"),
     "export-tables": ("py4dstem_gnn.data.kinematic_torch", "write the kinematic library as one .npz of tables for train --sampler torch"),
-    "train": ("py4dstem_gnn.training.train", "train PE-AG-GMoE (resumable; torchrun for several GPUs)"),
+    "train": ("py4dstem_gnn.training.cli", "train PE-AG-GMoE (resumable; torchrun for several GPUs)"),
     "curve": ("py4dstem_gnn.training.curve", "training curves of one or more run lineages (loss, validation accuracy, compute)"),
     "evaluate": ("py4dstem_gnn.evaluation.evaluate", "evaluation report: model and random-forest baseline on the held-out set"),
     "protocols": ("py4dstem_gnn.evaluation.protocol_report", "accuracy per protocol (known, unseen-material, unseen-type) x regime x corruption, group-bootstrap intervals"),
@@ -63,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = {0: logging.WARNING, 1: logging.INFO}.get(known.verbose, logging.DEBUG)
     if getattr(args, "quiet", False):
         level = logging.ERROR
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(level=level, format=LOG_FORMAT)
     try:
         return int(module.run_cli(args) or 0)
     except (TypeError, ValueError, FileNotFoundError) as err:
@@ -71,6 +74,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"py4dstem-gnn {known.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def module_main(
+    configure_parser: Callable[[argparse.ArgumentParser], None],
+    run_cli: Callable[[argparse.Namespace], int],
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str | None = None,
+) -> int:
+    """Entry point of ``python -m <module>`` for a command module: parse, log at INFO, run.
+
+    Parameters
+    ----------
+    configure_parser : callable
+        The module's ``configure_parser(parser)``.
+    run_cli : callable
+        The module's ``run_cli(args)``; its return value is returned.
+    argv : sequence of str or None
+        Arguments (None: ``sys.argv[1:]``).
+    prog : str
+        Program name shown in the usage line.
+    description : str, optional
+        Description shown by ``--help``.
+
+    Returns
+    -------
+    int
+        The exit status from ``run_cli``.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    configure_parser(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    return run_cli(args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ Decisions documented here (and relied on by :mod:`py4dstem_gnn.py4dstem`):
   explicit ``batch_size`` the batches are bounded by a token budget (patterns ×
   padded spots) chosen for the device, so the memory of one batch stays bounded
   whatever the scan size. On CUDA an out-of-memory error halves the batch and
-  retries.
+  retries. The padding and batch planning live in :mod:`py4dstem_gnn.batching`.
 * **Combining views** (:func:`aggregate_views`) averages the log-probabilities of
   the patterns of one group (a normalised geometric mean of the probabilities),
   which is the product rule for independent views of one material.
@@ -38,6 +38,19 @@ import numpy as np
 import torch
 from .progress import tqdm
 
+# The batching machinery lives in .batching; these names stay importable from here
+# (py4dstem.py, tests and benchmarks import them from this module).
+from .batching import (  # noqa: F401 - re-exports
+    CPU_TOKEN_BUDGET,
+    CUDA_TOKEN_BUDGET,
+    MAX_AUTO_BATCH,
+    RaggedSpots,
+    _is_oom,
+    _max_spots,
+    _plan_batches,
+    _run_batch,
+    _token_budget,
+)
 from .conformal import sg_set_size
 from .labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
 
@@ -52,15 +65,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Token budget (patterns × padded spots per batch) on the CPU. Measured on the
-#: 2-core development machine (benchmarks/results/inference.md): smaller batches
-#: stay in cache; throughput drops above ~4k tokens.
-CPU_TOKEN_BUDGET: int = 4096
-#: Token budget on CUDA when the free memory cannot be queried.
-CUDA_TOKEN_BUDGET: int = 1 << 20
-#: Largest number of patterns in one automatic batch.
-MAX_AUTO_BATCH: int = 8192
 
 
 @dataclass
@@ -232,174 +236,6 @@ def _load(model: Any, device: torch.device) -> torch.nn.Module:
         net = load_model(model, device=str(device))
     net.eval()
     return net
-
-
-# --------------------------------------------------------------------------------------
-# ragged spot lists
-# --------------------------------------------------------------------------------------
-
-
-def _max_spots(net: torch.nn.Module) -> int:
-    cfg = getattr(net, "config", None)
-    return int(getattr(cfg, "max_spots", 64))
-
-
-def _token_budget(device: torch.device, net: torch.nn.Module, max_spots: int) -> int:
-    """Tokens (patterns × padded spots) per batch for an automatic batch size."""
-    if device.type != "cuda":
-        return CPU_TOKEN_BUDGET
-    try:
-        free, _total = torch.cuda.mem_get_info(device)
-    except Exception:  # pragma: no cover - depends on the driver
-        return CUDA_TOKEN_BUDGET
-    # A generous per-token estimate: activations of all layers kept at once
-    # (inference mode frees them, so this overestimates) plus attention scores.
-    cfg = getattr(net, "config", None)
-    width = int(getattr(cfg, "d_model", getattr(cfg, "hidden_dim", 256)) or 256)
-    heads = int(getattr(cfg, "n_heads", getattr(cfg, "num_heads", 8)) or 8)
-    per_token = 4 * (16 * width + 4 * heads * max_spots)
-    budget = int(0.4 * free / max(per_token, 1))
-    return int(min(max(budget, 4 * max_spots), 1 << 24))
-
-
-def _plan_batches(
-    lengths: np.ndarray, batch_size: int | None, token_budget: int
-) -> list[np.ndarray]:
-    """Cut patterns sorted by length into batches; returns index arrays (original order)."""
-    order = np.argsort(lengths, kind="stable")
-    n = order.size
-    batches: list[np.ndarray] = []
-    if n == 0:
-        return batches
-    if batch_size is not None:
-        bs = max(int(batch_size), 1)
-        return [order[i : i + bs] for i in range(0, n, bs)]
-    sorted_len = np.maximum(lengths[order], 1)
-    start = 0
-    while start < n:
-        # patterns sorted ascending: the last one of a batch sets its padded length
-        # grow the batch while (count * padded length) stays within the budget
-        lo, hi = start + 1, min(n, start + MAX_AUTO_BATCH)
-        # binary search the largest end with (end - start) * sorted_len[end - 1] <= budget
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if (mid - start) * int(sorted_len[mid - 1]) <= token_budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        end = max(lo, start + 1)
-        batches.append(order[start:end])
-        start = end
-    return batches
-
-
-def _is_oom(err: BaseException) -> bool:
-    oom_types = tuple(
-        t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if t
-    )
-    if oom_types and isinstance(err, oom_types):
-        return True
-    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
-
-
-@dataclass
-class RaggedSpots:
-    """Diffracted spots of ``n`` patterns as one flat array (no per-pattern objects).
-
-    Attributes
-    ----------
-    spots : numpy.ndarray of float32, shape (total, 3)
-        ``qx, qy, intensity`` of all patterns, pattern after pattern.
-    offsets : numpy.ndarray of int64, shape (n + 1,)
-        Pattern ``i`` is ``spots[offsets[i]:offsets[i + 1]]``.
-    """
-
-    spots: np.ndarray
-    offsets: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.offsets.size - 1)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """Number of spots of every pattern, (n,)."""
-        return np.diff(self.offsets)
-
-    @classmethod
-    def from_lists(cls, spot_lists: Sequence[np.ndarray]) -> "RaggedSpots":
-        """Concatenate ``(m_i, 3)`` arrays."""
-        arrays = [np.asarray(s, np.float32).reshape(-1, 3) for s in spot_lists]
-        offsets = np.zeros(len(arrays) + 1, np.int64)
-        np.cumsum([len(a) for a in arrays], out=offsets[1:])
-        flat = np.concatenate(arrays) if offsets[-1] else np.zeros((0, 3), np.float32)
-        return cls(flat, offsets)
-
-    def cap(self, max_spots: int) -> "RaggedSpots":
-        """Keep the ``max_spots`` brightest spots of every longer pattern.
-
-        Same selection as :func:`py4dstem_gnn.features.collate` (brightest first,
-        ties broken by radius then angle; kept spots stay in their input order),
-        vectorised over all patterns.
-        """
-        lengths = self.lengths
-        long = np.flatnonzero(lengths > max_spots)
-        if long.size == 0:
-            return self
-        keep = np.ones(len(self.spots), bool)
-        long_len = lengths[long]
-        pattern = np.repeat(long, long_len)  # pattern of every spot of the long patterns
-        first = np.repeat(np.cumsum(long_len) - long_len, long_len)  # group start, compacted
-        local = np.arange(pattern.size) - first  # index of the spot within its pattern
-        idx = np.repeat(self.offsets[long], long_len) + local  # flat index into self.spots
-        sp = self.spots[idx]
-        r = np.hypot(sp[:, 0], sp[:, 1])
-        theta = np.arctan2(sp[:, 1], sp[:, 0])
-        order = np.lexsort((theta, r, -sp[:, 2], pattern))  # grouped by pattern, brightest first
-        rank = np.empty(pattern.size, np.int64)
-        rank[order] = np.arange(pattern.size) - first
-        keep[idx[rank >= max_spots]] = False
-        new_len = lengths.copy()
-        new_len[long] = max_spots
-        offsets = np.zeros_like(self.offsets)
-        np.cumsum(new_len, out=offsets[1:])
-        return RaggedSpots(self.spots[keep], offsets)
-
-    def pad(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded batch of patterns ``idx``: spots (B, N, 3) float32 and mask (B, N).
-
-        ``N = max(1, longest pattern of the batch)``; call :meth:`cap` first to
-        bound it. Equals :func:`py4dstem_gnn.features.collate` of those patterns.
-        """
-        idx = np.asarray(idx, np.int64)
-        lengths = self.offsets[idx + 1] - self.offsets[idx]
-        n = max(1, int(lengths.max()) if lengths.size else 1)
-        cols = np.arange(n)
-        mask = cols[None, :] < lengths[:, None]
-        gather = np.where(mask, self.offsets[idx][:, None] + cols[None, :], 0)
-        out = self.spots[gather] if len(self.spots) else np.zeros(gather.shape + (3,), np.float32)
-        out[~mask] = 0.0
-        return torch.from_numpy(np.ascontiguousarray(out, np.float32)), torch.from_numpy(mask)
-
-
-def _run_batch(
-    net: torch.nn.Module,
-    ragged: RaggedSpots,
-    idx: np.ndarray,
-    device: torch.device,
-    autocast: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Model forward on patterns ``idx``; returns (cs_probs, sg_probs) as numpy."""
-    spots, mask = ragged.pad(idx)
-    spots = spots.to(device, non_blocking=True)
-    mask = mask.to(device, non_blocking=True)
-    if autocast:
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            out = net(spots, mask)
-    else:
-        out = net(spots, mask)
-    cs_p = torch.softmax(out.cs_logits.float(), dim=-1)
-    sg_p = torch.softmax(out.sg_logits.float(), dim=-1)
-    return cs_p.cpu().numpy(), sg_p.cpu().numpy()
 
 
 def _predict_spot_lists(

@@ -23,12 +23,6 @@ def _sorted(p):
 
 
 @pytest.fixture(scope="module")
-def library():
-    entries = [kinematic_.kinematic_entry(CELLS[m][0].to_crystal()) for m in sorted(CELLS)]
-    return kinematic_.KinematicLibrary.from_entries(sorted(CELLS), entries, {"k_max": kinematic_.K_MAX})
-
-
-@pytest.fixture(scope="module")
 def tables(library):
     return KinematicTables.from_library(library)
 

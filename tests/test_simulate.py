@@ -31,12 +31,6 @@ def _sorted(p):
     return p[np.lexsort((p[:, 1].round(6), p[:, 0].round(6)))]
 
 
-@pytest.fixture(scope="module")
-def library():
-    entries = [kinematic_.kinematic_entry(CELLS[m][0].to_crystal()) for m in sorted(CELLS)]
-    return kinematic_.KinematicLibrary.from_entries(sorted(CELLS), entries, {"k_max": kinematic_.K_MAX})
-
-
 def test_random_rotations_are_uniform_rotations():
     R = kinematic_.random_rotations(20000, np.random.default_rng(0))
     assert np.allclose(R @ R.transpose(0, 2, 1), np.eye(3), atol=1e-10)

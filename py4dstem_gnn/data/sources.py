@@ -118,7 +118,81 @@ def logit_adjustment(sampled: np.ndarray, deploy: np.ndarray) -> tuple[np.ndarra
     return offsets(cs_s, cs_d), offsets(sampled, deploy)
 
 
-class KinematicSource:
+def _check_regime(orientations: str, axes: str, random_fraction: float) -> None:
+    """Check the orientation regime shared by the numpy and torch kinematic sources."""
+    if orientations not in ("zone_axis", "uniform"):
+        raise ValueError(f"orientations must be 'zone_axis' or 'uniform', got {orientations!r}")
+    if axes not in ("conventional", "primitive"):
+        raise ValueError(f"axes must be 'conventional' or 'primitive', got {axes!r}")
+    if not 0.0 <= random_fraction <= 1.0:
+        raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction}")
+
+
+def _conventional_table(orientations: str, axes: str,
+                        conventional: str | os.PathLike | ConventionalTable | None) -> ConventionalTable | None:
+    """The conventional-axis table zone axes of the conventional cell need (None otherwise).
+
+    ``conventional`` is a table, a path, or None for the committed ``data/conventional.npz``.
+    """
+    if axes != "conventional" or orientations != "zone_axis":
+        return None
+    if isinstance(conventional, ConventionalTable):
+        return conventional
+    return ConventionalTable.load(conventional or CONVENTIONAL_PATH)
+
+
+def _available_materials(wanted: Sequence[int], store: Any, table: ConventionalTable | None) -> np.ndarray:
+    """The materials of ``wanted`` that ``store`` (library or tables) and ``table`` both hold."""
+    return np.array([m for m in wanted if store.has(m) and (table is None or table.has(m))], dtype=np.int64)
+
+
+class _MaterialDraws:
+    """What the numpy and torch kinematic sources share beyond the simulation itself.
+
+    Both draw class-balanced materials of one manifest split: they set ``materials``,
+    ``space_group``, ``weights`` (:func:`balanced_weights`), ``manifest``, ``split``,
+    ``split_column``, ``augment``, ``balance_power`` and ``orientations``.
+    """
+
+    materials: np.ndarray
+    space_group: np.ndarray
+    weights: np.ndarray
+
+    def sampled_prior(self) -> np.ndarray:
+        """Space-group distribution of this source's draws (after class balancing)."""
+        return space_group_prior(self.space_group, self.weights)
+
+    def deploy_prior(self) -> np.ndarray:
+        """Space-group distribution of its materials, one vote each (the structure database's)."""
+        return space_group_prior(self.space_group)
+
+    def _evaluation_picks(self, per_material: int, seed: int,
+                          max_materials: int | None) -> tuple[np.ndarray, np.random.Generator]:
+        """Positions (into :attr:`materials`) of a reproducible evaluation set, and the seeded rng.
+
+        ``per_material`` copies of each material, or of a seeded subset of ``max_materials``.
+        """
+        rng = np.random.default_rng(seed)
+        idx = np.arange(len(self.materials))
+        if max_materials is not None and max_materials < len(idx):
+            idx = np.sort(rng.choice(idx, max_materials, replace=False))
+        return np.repeat(idx, per_material), rng
+
+    def _describe_draws(self) -> dict[str, Any]:
+        """The part of :meth:`describe` both sources share (split, balancing, augmentation)."""
+        return {
+            "manifest_attrs": dict(self.manifest.attrs),
+            "split": self.split,
+            "split_column": self.split_column,
+            "n_materials": int(len(self.materials)),
+            "n_space_groups": int(len(np.unique(self.space_group))),
+            "augmentation": self.augment.to_dict() if self.augment is not None else None,
+            "balance_power": self.balance_power,
+            "orientations": self.orientations,
+        }
+
+
+class KinematicSource(_MaterialDraws):
     """Kinematic patterns of one split, simulated on the fly.
 
     Parameters
@@ -187,23 +261,15 @@ class KinematicSource:
         selection: SpotSelection | None = None,
         split_column: str = "split",
     ) -> None:
-        if axes not in ("conventional", "primitive"):
-            raise ValueError(f"axes must be 'conventional' or 'primitive', got {axes!r}")
-        if not 0.0 <= random_fraction <= 1.0:
-            raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction}")
+        _check_regime(orientations, axes, random_fraction)
         self.axes = axes
         self.random_fraction = float(random_fraction)
         self.tilt_deg = float(tilt_deg)
         self.selection = selection if selection is not None else SpotSelection()
-        if orientations not in ("zone_axis", "uniform"):
-            raise ValueError(f"orientations must be 'zone_axis' or 'uniform', got {orientations!r}")
         if max_index < 1:
             raise ValueError(f"max_index must be at least 1, got {max_index}")
         check_in_plane(in_plane)
-        self.conventional = None
-        if axes == "conventional" and orientations == "zone_axis":
-            self.conventional = (conventional if isinstance(conventional, ConventionalTable)
-                                 else ConventionalTable.load(conventional or CONVENTIONAL_PATH))
+        self.conventional = _conventional_table(orientations, axes, conventional)
         self.in_plane = in_plane
         self.orientations = orientations
         self.max_index = max_index
@@ -238,8 +304,7 @@ class KinematicSource:
 
     def _set_library(self, library: KinematicLibrary) -> None:
         self.library = library
-        self.materials = np.array([m for m in self._wanted if library.has(m)
-                                   and (self.conventional is None or self.conventional.has(m))], dtype=np.int64)
+        self.materials = _available_materials(self._wanted, library, self.conventional)
         self._rows = np.array([library.row_of(m) for m in self.materials], dtype=np.int64)
         if len(self.materials) == 0:
             raise ValueError(f"no material of split {self.split!r} is in the library {self.library_path}")
@@ -298,14 +363,6 @@ class KinematicSource:
             return out + ({"regime": regime, "uvw": uvw, "orientation": rotations, "material": self.materials[pick]},)
         return out
 
-    def sampled_prior(self) -> np.ndarray:
-        """Space-group distribution of this source's draws (after class balancing)."""
-        return space_group_prior(self.space_group, self.weights)
-
-    def deploy_prior(self) -> np.ndarray:
-        """Space-group distribution of its materials, one vote each (the structure database's)."""
-        return space_group_prior(self.space_group)
-
     def subset(self, materials: np.ndarray) -> "KinematicSource":
         """A copy of this source that draws only from ``materials`` (material indices it holds).
 
@@ -334,11 +391,8 @@ class KinematicSource:
 
     def fixed_set(self, per_material: int, seed: int, max_materials: int | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """A reproducible evaluation set: ``per_material`` patterns of each (or a seeded subset of) material."""
-        rng = np.random.default_rng(seed)
-        idx = np.arange(len(self.materials))
-        if max_materials is not None and max_materials < len(idx):
-            idx = np.sort(rng.choice(idx, max_materials, replace=False))
-        return self.patterns(np.repeat(idx, per_material), rng)
+        pick, rng = self._evaluation_picks(per_material, seed, max_materials)
+        return self.patterns(pick, rng)
 
     def describe(self) -> dict[str, Any]:
         """What this source draws from, for the model card."""
@@ -346,14 +400,7 @@ class KinematicSource:
             "kind": "kinematic, simulated on the fly",
             "library": self.library_path,
             "library_attrs": {k: _plain(v) for k, v in self.library.attrs.items()},
-            "manifest_attrs": dict(self.manifest.attrs),
-            "split": self.split,
-            "split_column": self.split_column,
-            "n_materials": int(len(self.materials)),
-            "n_space_groups": int(len(np.unique(self.space_group))),
-            "augmentation": self.augment.to_dict() if self.augment is not None else None,
-            "balance_power": self.balance_power,
-            "orientations": self.orientations,
+            **self._describe_draws(),
             "max_index": self.max_index,
             "in_plane": self.in_plane,
             "axes": self.axes,

@@ -22,6 +22,7 @@ from .augment import AugmentConfig
 from .kinematic import SIGMA_EXCITATION_ERROR
 from .kinematic_torch import (KinematicTables, augment_padded, padded_to_pointlists, random_rotations_torch,
                               rotation_with_beam_along_torch, sample_kinematic_torch)
+from .sources import _available_materials, _check_regime, _conventional_table, _MaterialDraws, balanced_weights
 
 __all__ = ["TorchKinematicSource", "draw_batch"]
 
@@ -71,7 +72,7 @@ def _zone_axis_table(lat_inv: np.ndarray, max_index: int, conv_map: np.ndarray |
     return uvw, weights / weights.sum(axis=1, keepdims=True), conv_map
 
 
-class TorchKinematicSource:
+class TorchKinematicSource(_MaterialDraws):
     """Labelled kinematic training batches made on one device, ready for the model.
 
     Draws like :class:`~py4dstem_gnn.data.sources.KinematicSource` (class-balanced materials of a
@@ -122,17 +123,11 @@ class TorchKinematicSource:
                  random_fraction: float = 0.0, axes: str = "conventional", conventional: Any = None,
                  weight_power: float | None = None, selection: Any = None, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, split_column: str = "split") -> None:
-        from .sources import balanced_weights
         from .structures import load_manifest
 
-        if orientations not in ("zone_axis", "uniform"):
-            raise ValueError(f"orientations must be 'zone_axis' or 'uniform', got {orientations!r}")
+        _check_regime(orientations, axes, random_fraction)
         if in_plane != "random":
             raise ValueError("the torch source draws random in-plane rotations only")
-        if not 0 <= random_fraction <= 1:
-            raise ValueError(f"random_fraction must lie in [0, 1], got {random_fraction}")
-        if axes not in ("conventional", "primitive"):
-            raise ValueError(f"axes must be 'conventional' or 'primitive', got {axes!r}")
         self.device = torch.device(device)
         self.dtype = dtype
         self.manifest = load_manifest(manifest)
@@ -143,9 +138,8 @@ class TorchKinematicSource:
             tables = KinematicTables.load(tables, materials=wanted)
         self.tables = tables.to(self.device)
         self.orientations, self.axes = orientations, axes
-        table = self._conventional_table(conventional)
-        self.materials = np.array([m for m in wanted if self.tables.has(m) and (table is None or table.has(m))],
-                                  dtype=np.int64)
+        table = _conventional_table(orientations, axes, conventional)
+        self.materials = _available_materials(wanted, self.tables, table)
         if len(self.materials) == 0:
             raise ValueError(f"no material of split {split!r} is in the tables {self.tables_path}")
         self._rows = torch.as_tensor(self.tables.rows(self.materials), device=self.device)
@@ -172,14 +166,6 @@ class TorchKinematicSource:
             self._uvw = torch.as_tensor(uvw, dtype=torch.float64, device=self.device)
             self._axis_probs = torch.as_tensor(probs, device=self.device)
             self._axis_maps = torch.as_tensor(np.asarray(maps, np.float64), device=self.device)
-
-    def _conventional_table(self, conventional: Any):
-        from .conventional import CONVENTIONAL_PATH, ConventionalTable
-
-        if self.axes != "conventional" or self.orientations != "zone_axis":
-            return None
-        return conventional if isinstance(conventional, ConventionalTable) else ConventionalTable.load(
-            conventional or CONVENTIONAL_PATH)
 
     def __len__(self) -> int:
         return len(self.materials)
@@ -249,11 +235,7 @@ class TorchKinematicSource:
     def fixed_set(self, per_material: int, seed: int, max_materials: int | None = None,
                   chunk: int = 2048) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """A reproducible evaluation set: ``per_material`` patterns of each (or a seeded subset of) material."""
-        rng = np.random.default_rng(seed)
-        idx = np.arange(len(self.materials))
-        if max_materials is not None and max_materials < len(idx):
-            idx = np.sort(rng.choice(idx, max_materials, replace=False))
-        idx = np.repeat(idx, per_material)
+        idx, _rng = self._evaluation_picks(per_material, seed, max_materials)
         gen = self.generator([seed])
         pls: list[np.ndarray] = []
         for i in range(0, len(idx), chunk):
@@ -261,32 +243,13 @@ class TorchKinematicSource:
             pls += padded_to_pointlists(*self.patterns(pick, gen))
         return pls, self.crystal_system[idx], self.space_group[idx]
 
-    def sampled_prior(self) -> np.ndarray:
-        """Space-group distribution of this source's draws (after class balancing)."""
-        from .sources import space_group_prior
-
-        return space_group_prior(self.space_group, self.weights)
-
-    def deploy_prior(self) -> np.ndarray:
-        """Space-group distribution of its materials, one vote each."""
-        from .sources import space_group_prior
-
-        return space_group_prior(self.space_group)
-
     def describe(self) -> dict[str, Any]:
         """What this source draws from, for the model card."""
         return {
             "kind": "kinematic, simulated on the fly on the training device (torch)",
             "tables": self.tables_path,
             "tables_attrs": self.tables.attrs,
-            "manifest_attrs": dict(self.manifest.attrs),
-            "split": self.split,
-            "split_column": self.split_column,
-            "n_materials": int(len(self.materials)),
-            "n_space_groups": int(len(np.unique(self.space_group))),
-            "augmentation": self.augment.to_dict() if self.augment is not None else None,
-            "balance_power": self.balance_power,
-            "orientations": self.orientations,
+            **self._describe_draws(),
             "axes": self.axes,
             "max_index": self.max_index,
             "tilt_deg": self.tilt_deg,

@@ -51,7 +51,6 @@ created yourself or otherwise trust.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -60,8 +59,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..features import DEFAULT_BEAM_TOLERANCE, as_pointlist, split_direct_beam
-from ..inference import Prediction
-from ..labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS, space_groups_of_crystal_system
+from .hierarchical import HierarchicalClassifier
 
 __all__ = [
     "DK",
@@ -287,7 +285,7 @@ def featurize(
 
 
 @dataclass
-class RandomForestBaseline:
+class RandomForestBaseline(HierarchicalClassifier):
     """Hierarchical random-forest classifier of crystal system and space group.
 
     Parameters
@@ -316,6 +314,10 @@ class RandomForestBaseline:
 
     Loading (:meth:`load`) unpickles the file, which can execute arbitrary code: load only
     trusted files.
+
+    Fitting, prediction and saving are those of
+    :class:`~py4dstem_gnn.evaluation.hierarchical.HierarchicalClassifier`, shared with the
+    other reference classifier.
     """
 
     n_estimators_cs: int = 80
@@ -329,183 +331,33 @@ class RandomForestBaseline:
     sg_forests_: dict = field(default_factory=dict, repr=False)
     fit_info_: dict = field(default_factory=dict, repr=False)
 
+    _ESTIMATOR = "RandomForestClassifier"
+    _WHAT = "the random-forest baseline"
+    _LOG_NAME = "RF baseline"
+    _SAVE_FORMAT = _SAVE_FORMAT
+    _CS_HEAD = "cs_forest_"
+    _SG_HEADS = "sg_forests_"
+    _SG_PROGRESS = "SG forests"
+
     # ------------------------------------------------------------------ features
-    def featurize(self, pointlists: Sequence[np.ndarray], progress: bool = False) -> np.ndarray:
-        """Feature matrix ``(n, n_features)`` of pointlists (see :func:`featurize`)."""
-        return featurize(pointlists, self.featurizer, progress=progress)
+    def featurize(self, pointlists: Sequence[np.ndarray], progress: bool = False,
+                  return_counts: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Feature matrix ``(n, n_features)`` of pointlists (and spot counts; see :func:`featurize`)."""
+        return featurize(pointlists, self.featurizer, progress=progress, return_counts=return_counts)
 
-    # ------------------------------------------------------------------ fitting
-    def fit(
-        self,
-        pointlists: Sequence[np.ndarray] | None,
-        crystal_system: np.ndarray,
-        space_group: np.ndarray,
-        *,
-        features: np.ndarray | None = None,
-        progress: bool = False,
-    ) -> "RandomForestBaseline":
-        """Train the crystal-system forest and the per-crystal-system space-group forests.
+    # ------------------------------------------------------------------ heads
+    def _new_head(self, estimator: type, head: str, seed: int) -> Any:
+        if head == "cs":
+            return estimator(n_estimators=self.n_estimators_cs, max_depth=self.max_depth_cs,
+                             n_jobs=self.n_jobs, random_state=seed)
+        return estimator(n_estimators=self.n_estimators_sg, max_depth=self.max_depth_sg,
+                         n_jobs=self.n_jobs, random_state=seed)
 
-        Parameters
-        ----------
-        pointlists : sequence of numpy.ndarray or None
-            Training patterns (direct beam included); ignored if ``features`` is given.
-        crystal_system : numpy.ndarray
-            ``(n,)`` crystal-system codes 0..6.
-        space_group : numpy.ndarray
-            ``(n,)`` space-group numbers 1..230, consistent with ``crystal_system``.
-        features : numpy.ndarray, optional
-            Precomputed :func:`featurize` output.
-        progress : bool
-            Show a progress bar during featurisation and over the forests.
-
-        Returns
-        -------
-        RandomForestBaseline
-            ``self``.
-
-        Raises
-        ------
-        ValueError
-            On length mismatch, labels out of range or crystal systems that contradict the
-            space groups.
-        """
-        try:
-            from sklearn.ensemble import RandomForestClassifier
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "the random-forest baseline needs scikit-learn: pip install 'py4dstem-gnn[baseline]'"
-            ) from exc
-        cs = np.asarray(crystal_system, dtype=np.int64)
-        sg = np.asarray(space_group, dtype=np.int64)
-        if features is None:
-            if pointlists is None:
-                raise ValueError("give either pointlists or features")
-            t0 = time.perf_counter()
-            features = self.featurize(pointlists, progress=progress)
-            self.fit_info_["featurize_s"] = time.perf_counter() - t0
-        X = np.asarray(features, dtype=np.float32)
-        if not (len(X) == len(cs) == len(sg)):
-            raise ValueError(f"length mismatch: {len(X)} patterns, {len(cs)} CS, {len(sg)} SG labels")
-        if len(X) == 0:
-            raise ValueError("cannot fit on an empty training set")
+    def _check_width(self, X: np.ndarray) -> None:
         if X.shape[1] != self.featurizer.n_features:
             raise ValueError(f"expected {self.featurizer.n_features} features, got {X.shape[1]}")
-        if np.any((sg < 1) | (sg > N_SPACE_GROUPS)):
-            raise ValueError("space-group numbers must lie in 1..230")
-        if np.any(SG_TO_CS[sg - 1] != cs):
-            raise ValueError("crystal_system contradicts space_group for some patterns")
-
-        t0 = time.perf_counter()
-        self.cs_forest_ = RandomForestClassifier(
-            n_estimators=self.n_estimators_cs,
-            max_depth=self.max_depth_cs,
-            n_jobs=self.n_jobs,
-            random_state=self.random_state,
-        ).fit(X, cs)
-        self.sg_forests_ = {}
-        systems = np.unique(cs)
-        it = systems
-        if progress:
-            from ..progress import tqdm
-
-            it = tqdm(systems, desc="SG forests", unit="system")
-        for c in it:
-            sel = cs == c
-            self.sg_forests_[int(c)] = RandomForestClassifier(
-                n_estimators=self.n_estimators_sg,
-                max_depth=self.max_depth_sg,
-                n_jobs=self.n_jobs,
-                random_state=self.random_state + 1 + int(c),
-            ).fit(X[sel], sg[sel])
-        self.fit_info_.update(
-            n_train=int(len(X)),
-            n_per_crystal_system=np.bincount(cs, minlength=N_CRYSTAL_SYSTEMS).tolist(),
-            n_space_groups=int(len(np.unique(sg))),
-            fit_s=time.perf_counter() - t0,
-        )
-        logger.info("fitted RF baseline on %d patterns in %.1f s", len(X), self.fit_info_["fit_s"])
-        return self
-
-    # ------------------------------------------------------------------ prediction
-    def _check_fitted(self) -> None:
-        if self.cs_forest_ is None:
-            raise RuntimeError("RandomForestBaseline is not fitted; call fit() or load()")
-
-    def predict_proba_features(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Crystal-system ``(n, 7)`` and joint space-group ``(n, 230)`` probabilities."""
-        self._check_fitted()
-        X = np.asarray(X, dtype=np.float32)
-        n = len(X)
-        cs_probs = np.zeros((n, N_CRYSTAL_SYSTEMS))
-        if n == 0:
-            return cs_probs, np.zeros((0, N_SPACE_GROUPS))
-        cs_probs[:, self.cs_forest_.classes_] = self.cs_forest_.predict_proba(X)
-        cond = np.zeros((n, N_SPACE_GROUPS))  # P(SG | CS), each CS block sums to 1
-        for c in range(N_CRYSTAL_SYSTEMS):
-            forest = self.sg_forests_.get(c)
-            members = space_groups_of_crystal_system(c) - 1
-            if forest is None:
-                cond[:, members] = 1.0 / len(members)
-            elif not np.any(cs_probs[:, c] > 0):
-                cond[:, forest.classes_ - 1] = 1.0 / len(forest.classes_)
-            else:
-                rows = cs_probs[:, c] > 0  # only where the CS has mass
-                block = np.full((n, len(forest.classes_)), 1.0 / len(forest.classes_))
-                block[rows] = forest.predict_proba(X[rows])
-                cond[:, forest.classes_ - 1] = block
-        sg_probs = cond * cs_probs[:, SG_TO_CS]
-        return cs_probs, sg_probs
-
-    def predict_features(self, X: np.ndarray, n_spots: np.ndarray | None = None) -> Prediction:
-        """Prediction object from a precomputed feature matrix.
-
-        Parameters
-        ----------
-        X : numpy.ndarray
-            ``(n, n_features)`` output of :func:`featurize`.
-        n_spots : numpy.ndarray, optional
-            ``(n,)`` diffracted-spot counts to store in the prediction (zeros if not given).
-        """
-        cs_probs, sg_probs = self.predict_proba_features(X)
-        if n_spots is None:
-            n_spots = np.zeros(len(cs_probs), dtype=np.int64)
-        return Prediction.from_probs(cs_probs, sg_probs, n_spots)
-
-    def predict(self, pointlists: Sequence[np.ndarray], progress: bool = False) -> Prediction:
-        """Predict crystal system and space group of each pattern.
-
-        Parameters
-        ----------
-        pointlists : sequence of numpy.ndarray
-            Each ``(n_i, 3)`` ``qx, qy, intensity``, direct beam included.
-        progress : bool
-            Show a progress bar during featurisation.
-
-        Returns
-        -------
-        py4dstem_gnn.inference.Prediction
-            ``crystal_system (n,)``, ``space_group (n,)`` (most probable within the predicted
-            crystal system), ``confidence (n,)`` (margin of the two largest crystal-system
-            probabilities, as for the model), ``crystal_system_probs (n, 7)``,
-            ``space_group_probs (n, 230)`` (joint ``P(CS) P(SG | CS)``), ``n_spots (n,)``.
-        """
-        X, counts = featurize(pointlists, self.featurizer, progress=progress, return_counts=True)
-        return self.predict_features(X, counts)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, compress: int = 3) -> Path:
-        """Write the fitted baseline with joblib (pickle). Returns the path written."""
-        import joblib
-
-        self._check_fitted()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        joblib.dump({"format": _SAVE_FORMAT, "model": self}, tmp, compress=compress)
-        tmp.replace(path)
-        return path
-
     @classmethod
     def load(cls, path: str | Path, n_jobs: int | None = None) -> "RandomForestBaseline":
         """Load a baseline written by :meth:`save`.
@@ -515,15 +367,10 @@ class RandomForestBaseline:
         """
         import sys
 
-        import joblib
-
         # files written before the package was grouped into subpackages name the class
         # py4dstem_gnn.baseline.RandomForestBaseline: let the unpickler find it here
         sys.modules.setdefault("py4dstem_gnn.baseline", sys.modules[__name__])
-        obj = joblib.load(Path(path))
-        if not isinstance(obj, dict) or obj.get("format") != _SAVE_FORMAT:
-            raise ValueError(f"{path} is not a RandomForestBaseline file")
-        model = obj["model"]
+        model = cls._read(path)["model"]
         if n_jobs is not None:
             model.n_jobs = n_jobs
             for forest in [model.cs_forest_, *model.sg_forests_.values()]:

@@ -253,11 +253,10 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m py4dstem_gnn.evaluation.calibrate ...``."""
-    parser = argparse.ArgumentParser(prog="python -m py4dstem_gnn.evaluation.calibrate", description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    return run_cli(args)
+    from ..cli import module_main
+
+    return module_main(configure_parser, run_cli, argv, prog="python -m py4dstem_gnn.evaluation.calibrate",
+                       description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":  # pragma: no cover - command line

@@ -389,11 +389,9 @@ def update_card_evaluation(model: str, payload: dict[str, Any], report: str) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m py4dstem_gnn.evaluation.evaluate ...``: the same as ``py4dstem-gnn evaluate ...``."""
-    parser = argparse.ArgumentParser(prog="python -m py4dstem_gnn.evaluation.evaluate")
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    return run_cli(args)
+    from ..cli import module_main
+
+    return module_main(configure_parser, run_cli, argv, prog="python -m py4dstem_gnn.evaluation.evaluate")
 
 
 if __name__ == "__main__":  # pragma: no cover - command line

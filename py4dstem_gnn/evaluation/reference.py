@@ -30,16 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ContextManager, Sequence
 
 import numpy as np
 
 from ..geometry import GeometryConfig, descriptor_names, descriptors_from_geometry, pattern_geometry
-from ..inference import Prediction
-from ..labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
+from .hierarchical import HierarchicalClassifier
 
 __all__ = ["GradientBoostingReference", "radial_histogram"]
 
@@ -100,7 +98,7 @@ def _threads(n: int | None):
 
 
 @dataclass
-class GradientBoostingReference:
+class GradientBoostingReference(HierarchicalClassifier):
     """Crystal system and space group from measured lattice descriptors (histogram gradient boosting).
 
     Parameters
@@ -134,6 +132,10 @@ class GradientBoostingReference:
     crystal-system probabilities), so :func:`py4dstem_gnn.inference.aggregate_views` and the
     evaluation code treat all three alike. Loading (:meth:`load`) unpickles the file, which can
     execute arbitrary code: load only trusted files.
+
+    Fitting, prediction and saving are those of
+    :class:`~py4dstem_gnn.evaluation.hierarchical.HierarchicalClassifier`, shared with the
+    other reference classifier.
     """
 
     max_iter_cs: int = 200
@@ -150,6 +152,13 @@ class GradientBoostingReference:
     cs_model_: Any = field(default=None, repr=False)
     sg_models_: dict = field(default_factory=dict, repr=False)
     fit_info_: dict = field(default_factory=dict, repr=False)
+
+    _ESTIMATOR = "HistGradientBoostingClassifier"
+    _WHAT = "the gradient-boosting reference"
+    _LOG_NAME = "gradient-boosting reference"
+    _SAVE_FORMAT = _SAVE_FORMAT
+    _CS_HEAD = "cs_model_"
+    _SG_HEADS = "sg_models_"
 
     # ------------------------------------------------------------------ features
     def feature_names(self) -> list[str]:
@@ -168,162 +177,31 @@ class GradientBoostingReference:
             X = np.concatenate([X, H], axis=1)
         return (X, geom.n_spots) if return_counts else X
 
-    # ------------------------------------------------------------------ fitting
-    def _model(self, max_iter: int, seed: int):
-        try:
-            from sklearn.ensemble import HistGradientBoostingClassifier
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "the gradient-boosting reference needs scikit-learn: pip install 'py4dstem-gnn[baseline]'"
-            ) from exc
-        return HistGradientBoostingClassifier(
+    # ------------------------------------------------------------------ heads
+    def _new_head(self, estimator: type, head: str, seed: int) -> Any:
+        max_iter = self.max_iter_cs if head == "cs" else self.max_iter_sg
+        return estimator(
             max_iter=max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
             min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2_regularization,
             early_stopping=False, random_state=seed,
         )
 
-    def fit(
-        self,
-        pointlists: Sequence[np.ndarray] | None,
-        crystal_system: np.ndarray,
-        space_group: np.ndarray,
-        *,
-        features: np.ndarray | None = None,
-        progress: bool = False,
-    ) -> "GradientBoostingReference":
-        """Train both heads.
+    def _fit_head(self, model: Any, X: np.ndarray, y: np.ndarray) -> Any:
+        return _fit_or_constant(model, X, y)
 
-        Parameters
-        ----------
-        pointlists : sequence of numpy.ndarray or None
-            Training patterns (direct beam included); ignored if ``features`` is given.
-        crystal_system : numpy.ndarray
-            ``(n,)`` crystal-system codes 0..6.
-        space_group : numpy.ndarray
-            ``(n,)`` space-group numbers 1..230, consistent with ``crystal_system``.
-        features : numpy.ndarray, optional
-            Precomputed :meth:`featurize` output.
-        progress : bool
-            Show a progress bar during featurisation.
-
-        Returns
-        -------
-        GradientBoostingReference
-            ``self``.
-
-        Raises
-        ------
-        ValueError
-            On length mismatch, labels out of range, crystal systems that contradict the space
-            groups, or a feature matrix of the wrong width.
-        """
-        cs = np.asarray(crystal_system, dtype=np.int64)
-        sg = np.asarray(space_group, dtype=np.int64)
-        if features is None:
-            if pointlists is None:
-                raise ValueError("give either pointlists or features")
-            t0 = time.perf_counter()
-            features = self.featurize(pointlists, progress=progress)
-            self.fit_info_["featurize_s"] = time.perf_counter() - t0
-        X = np.asarray(features, dtype=np.float32)
-        if not (len(X) == len(cs) == len(sg)):
-            raise ValueError(f"length mismatch: {len(X)} patterns, {len(cs)} CS, {len(sg)} SG labels")
-        if len(X) == 0:
-            raise ValueError("cannot fit on an empty training set")
+    def _check_width(self, X: np.ndarray) -> None:
         if X.ndim != 2 or X.shape[1] != len(self.feature_names()):
             raise ValueError(f"expected {len(self.feature_names())} features, got shape {X.shape}")
-        if np.any((sg < 1) | (sg > N_SPACE_GROUPS)):
-            raise ValueError("space-group numbers must lie in 1..230")
-        if np.any(SG_TO_CS[sg - 1] != cs):
-            raise ValueError("crystal_system contradicts space_group for some patterns")
-        t0 = time.perf_counter()
-        with _threads(self.n_threads):
-            self.cs_model_ = _fit_or_constant(self._model(self.max_iter_cs, self.random_state), X, cs)
-            self.sg_models_ = {}
-            for c in np.unique(cs):
-                sel = cs == c
-                model = self._model(self.max_iter_sg, self.random_state + 1 + int(c))
-                self.sg_models_[int(c)] = _fit_or_constant(model, X[sel], sg[sel])
-        self.fit_info_.update(
-            n_train=int(len(X)),
-            n_features=int(X.shape[1]),
-            n_per_crystal_system=np.bincount(cs, minlength=N_CRYSTAL_SYSTEMS).tolist(),
-            n_space_groups=int(len(np.unique(sg))),
-            fit_s=time.perf_counter() - t0,
-        )
-        logger.info("fitted gradient-boosting reference on %d patterns in %.1f s", len(X), self.fit_info_["fit_s"])
-        return self
 
-    # ------------------------------------------------------------------ prediction
-    def _check_fitted(self) -> None:
-        if self.cs_model_ is None:
-            raise RuntimeError("GradientBoostingReference is not fitted; call fit() or load()")
+    def _thread_limit(self) -> ContextManager[Any]:
+        return _threads(self.n_threads)
 
-    def predict_proba_features(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Crystal-system ``(n, 7)`` and joint space-group ``(n, 230)`` probabilities."""
-        self._check_fitted()
-        X = np.asarray(X, dtype=np.float32)
-        n = len(X)
-        cs_probs = np.zeros((n, N_CRYSTAL_SYSTEMS))
-        if n == 0:
-            return cs_probs, np.zeros((0, N_SPACE_GROUPS))
-        cond = np.zeros((n, N_SPACE_GROUPS))  # P(SG | CS), each CS block sums to 1
-        with _threads(self.n_threads):
-            cs_probs[:, self.cs_model_.classes_] = self.cs_model_.predict_proba(X)
-            for c in range(N_CRYSTAL_SYSTEMS):
-                members = np.flatnonzero(SG_TO_CS == c)
-                model = self.sg_models_.get(c)
-                if model is None:
-                    cond[:, members] = 1.0 / len(members)
-                    continue
-                rows = cs_probs[:, c] > 0  # only where the crystal system has mass
-                block = np.full((n, len(model.classes_)), 1.0 / len(model.classes_))
-                if rows.any():
-                    block[rows] = model.predict_proba(X[rows])
-                cond[:, model.classes_ - 1] = block
-        return cs_probs, cond * cs_probs[:, SG_TO_CS]
-
-    def predict_features(self, X: np.ndarray, n_spots: np.ndarray | None = None) -> Prediction:
-        """Prediction object from a precomputed feature matrix (``n_spots`` stored as given, or 0)."""
-        cs_probs, sg_probs = self.predict_proba_features(X)
-        if n_spots is None:
-            n_spots = np.zeros(len(cs_probs), dtype=np.int64)
-        return Prediction.from_probs(cs_probs, sg_probs, n_spots)
-
-    def predict(self, pointlists: Sequence[np.ndarray], progress: bool = False) -> Prediction:
-        """Predict crystal system and space group of each pattern.
-
-        Parameters
-        ----------
-        pointlists : sequence of numpy.ndarray
-            Each ``(n_i, 3)`` ``qx, qy, intensity``, direct beam included.
-        progress : bool
-            Show a progress bar during featurisation.
-
-        Returns
-        -------
-        py4dstem_gnn.inference.Prediction
-            ``crystal_system (n,)``, ``space_group (n,)`` (most probable within the predicted
-            crystal system), ``confidence (n,)`` (margin of the two largest crystal-system
-            probabilities), ``crystal_system_probs (n, 7)``, ``space_group_probs (n, 230)``
-            (joint ``P(CS) P(SG | CS)``), ``n_spots (n,)`` (diffracted spots).
-        """
-        X, counts = self.featurize(pointlists, progress=progress, return_counts=True)
-        return self.predict_features(X, counts)
+    def _fit_summary(self, X: np.ndarray) -> dict[str, Any]:
+        return {"n_features": int(X.shape[1])}
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, compress: int = 3) -> Path:
-        """Write the fitted reference with joblib (pickle). Returns the path written."""
-        import joblib
-
-        self._check_fitted()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        joblib.dump({"format": _SAVE_FORMAT, "model": self, "feature_names": self.feature_names()},
-                    tmp, compress=compress)
-        tmp.replace(path)
-        return path
+    def _save_extras(self) -> dict[str, Any]:
+        return {"feature_names": self.feature_names()}
 
     @classmethod
     def load(cls, path: str | Path, n_threads: int | None = None) -> "GradientBoostingReference":
@@ -338,11 +216,7 @@ class GradientBoostingReference:
             If the file is not a saved reference, or was fitted on descriptors of another layout
             than this version of :func:`~py4dstem_gnn.geometry.descriptor_names`.
         """
-        import joblib
-
-        obj = joblib.load(Path(path))
-        if not isinstance(obj, dict) or obj.get("format") != _SAVE_FORMAT:
-            raise ValueError(f"{path} is not a GradientBoostingReference file")
+        obj = cls._read(path)
         model = obj["model"]
         if obj.get("feature_names") != model.feature_names():
             raise ValueError(f"{path} was fitted on another descriptor layout than this package version")

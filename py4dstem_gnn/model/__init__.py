@@ -7,7 +7,8 @@ from .encoder import PointlistEncoder
 from .graphormer import GraphormerLayer
 from .moe import MixtureOfExperts, SwiGLU, load_balancing_loss
 from .network import ModelOutput, PEAGGMoE
-from .structural import StructuralEncoding, node_degrees, shortest_path_distances
+from .lattice import LatticeEmbedding, n_lattice_descriptors, pattern_descriptors
+from .structural import PairGeometryBias, StructuralEncoding, node_degrees, shortest_path_distances
 
 __all__ = [
     "ModelConfig",
@@ -22,6 +23,10 @@ __all__ = [
     "sparsify_attention",
     "GraphormerLayer",
     "StructuralEncoding",
+    "PairGeometryBias",
+    "LatticeEmbedding",
+    "pattern_descriptors",
+    "n_lattice_descriptors",
     "shortest_path_distances",
     "node_degrees",
 ]

@@ -79,6 +79,18 @@ class ModelConfig:
     feature_mean, feature_std : tuple of float
         Per-channel normalisation of the features, estimated on training patterns (empty: the
         defaults of :data:`DEFAULT_NORMALISATION`).
+    lattice_token : bool
+        Whether the lattice descriptors of each pattern
+        (:func:`py4dstem_gnn.geometry.lattice_descriptors`: reduced 2D cell, net type scores,
+        symmetry residuals, centring, higher-Laue-zone spacing…), measured on the spots the model
+        reads, enter as a global token (:class:`~py4dstem_gnn.model.lattice.LatticeEmbedding`).
+    lattice_mean, lattice_std : tuple of float
+        Per-descriptor normalisation of the lattice token (fitted on training patterns; empty:
+        mean 0, std 1).
+    pair_encoding : bool
+        Whether a small MLP of fine, rotation-invariant pair geometry (``|q_i − q_j|`` with Fourier
+        features, ``|q_i|``, ``|q_j|``, ``cos ∠(q_i, q_j)``) adds a per-head attention bias
+        (:class:`~py4dstem_gnn.model.structural.PairGeometryBias`).
     n_crystal_systems, n_space_groups : int
         Output classes.
     cs_logit_adjustment, sg_logit_adjustment : tuple of float
@@ -111,6 +123,10 @@ class ModelConfig:
     max_spots: int = 64
     feature_mean: tuple[float, ...] = ()
     feature_std: tuple[float, ...] = ()
+    lattice_token: bool = False
+    lattice_mean: tuple[float, ...] = ()
+    lattice_std: tuple[float, ...] = ()
+    pair_encoding: bool = False
     n_crystal_systems: int = 7
     n_space_groups: int = 230
     cs_logit_adjustment: tuple[float, ...] = ()
@@ -138,6 +154,12 @@ class ModelConfig:
             raise ValueError("feature_std must be positive")
         if self.encoder_layers < 1 or self.n_layers < 1:
             raise ValueError("encoder_layers and n_layers must be at least 1")
+        self.lattice_mean = tuple(float(v) for v in self.lattice_mean)
+        self.lattice_std = tuple(float(v) for v in self.lattice_std)
+        if len(self.lattice_mean) != len(self.lattice_std):
+            raise ValueError("lattice_mean and lattice_std need the same length")
+        if self.lattice_std and min(self.lattice_std) <= 0:
+            raise ValueError("lattice_std must be positive")
         self.cs_logit_adjustment = tuple(float(v) for v in self.cs_logit_adjustment)
         self.sg_logit_adjustment = tuple(float(v) for v in self.sg_logit_adjustment)
         for name, n in (("cs_logit_adjustment", self.n_crystal_systems), ("sg_logit_adjustment", self.n_space_groups)):
@@ -150,6 +172,8 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         d["feature_mean"] = list(self.feature_mean)
         d["feature_std"] = list(self.feature_std)
+        d["lattice_mean"] = list(self.lattice_mean)
+        d["lattice_std"] = list(self.lattice_std)
         d["cs_logit_adjustment"] = list(self.cs_logit_adjustment)
         d["sg_logit_adjustment"] = list(self.sg_logit_adjustment)
         return d

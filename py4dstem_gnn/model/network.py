@@ -15,7 +15,8 @@ from .config import ModelConfig
 from .encoder import PointlistEncoder
 from .graphormer import GraphormerLayer
 from .moe import MixtureOfExperts
-from .structural import StructuralEncoding, node_degrees, shortest_path_distances
+from .lattice import LatticeEmbedding, n_lattice_descriptors, pattern_descriptors
+from .structural import PairGeometryBias, StructuralEncoding, node_degrees, shortest_path_distances
 
 __all__ = ["ModelOutput", "PEAGGMoE"]
 
@@ -52,6 +53,11 @@ class PEAGGMoE(nn.Module):
     5. a virtual graph token and ``n_layers`` :class:`~py4dstem_gnn.model.graphormer.GraphormerLayer`;
     6. a graph-level MoE on the token, then the two classification heads.
 
+    Options beyond the paper (off by default, see :class:`ModelConfig`): a lattice token
+    (:class:`~py4dstem_gnn.model.lattice.LatticeEmbedding` of the pattern's measured lattice
+    descriptors, joining the graph token and the pooled representation) and a fine pair-geometry
+    attention bias (:class:`~py4dstem_gnn.model.structural.PairGeometryBias`).
+
     Parameters
     ----------
     config : ModelConfig, optional
@@ -73,6 +79,9 @@ class PEAGGMoE(nn.Module):
         self.encoder = PointlistEncoder(config.in_features, config.feature_dim, d, config.encoder_layers, config.dropout)
         self.aggregator = RelationalAttentionAggregator(d, config.n_heads, *moe_args, graph_top_k=config.graph_top_k, attention_dropout=config.attention_dropout)
         self.structure = StructuralEncoding(d, config.n_heads, config.max_distance, config.max_degree, config.n_rbf, config.rbf_cutoff)
+        self.pair_bias = PairGeometryBias(config.n_heads) if config.pair_encoding else None
+        self.lattice = (LatticeEmbedding(len(config.lattice_mean) or n_lattice_descriptors(), d, config.lattice_mean,
+                                         config.lattice_std) if config.lattice_token else None)
         self.graph_token = nn.Parameter(torch.zeros(1, 1, d))
         nn.init.normal_(self.graph_token, std=0.02)
         self.layers = nn.ModuleList(GraphormerLayer(d, config.n_heads, *moe_args, attention_dropout=config.attention_dropout) for _ in range(config.n_layers))
@@ -100,7 +109,7 @@ class PEAGGMoE(nn.Module):
         self.cs_logit_adjustment = torch.tensor(self.config.cs_logit_adjustment or [0.0] * self.config.n_crystal_systems, device=device)
         self.sg_logit_adjustment = torch.tensor(self.config.sg_logit_adjustment or [0.0] * self.config.n_space_groups, device=device)
 
-    def forward(self, spots: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
+    def forward(self, spots: torch.Tensor, mask: torch.Tensor, lattice: torch.Tensor | None = None) -> ModelOutput:
         """Classify a padded batch of spot patterns.
 
         Parameters
@@ -109,6 +118,10 @@ class PEAGGMoE(nn.Module):
             ``(B, N, 3)`` ``qx, qy`` (1/Å) and intensity of the diffracted spots.
         mask : torch.Tensor
             ``(B, N)`` bool, True for real spots.
+        lattice : torch.Tensor, optional
+            ``(B, n_descriptors)`` lattice descriptors of these spots (for a model with a lattice
+            token); measured here by :func:`~py4dstem_gnn.model.lattice.pattern_descriptors` when
+            not given.
 
         Returns
         -------
@@ -125,9 +138,18 @@ class PEAGGMoE(nn.Module):
         distances = shortest_path_distances(adjacency, cfg.max_distance)
         degrees = node_degrees(adjacency, cfg.max_degree)
         node_term, bias = self.structure(spots[..., :2], mask, distances, degrees, product)
+        if self.pair_bias is not None:
+            bias[:, :, 1:, 1:] = bias[:, :, 1:, 1:] + self.pair_bias(spots[..., :2]).to(bias.dtype)
         x = x + node_term.to(x.dtype)
         b = x.shape[0]
-        h = torch.cat([self.graph_token.expand(b, 1, -1).to(x.dtype), x], dim=1)
+        token = self.graph_token.expand(b, 1, -1)
+        head_term = None
+        if self.lattice is not None:
+            if lattice is None:
+                lattice = pattern_descriptors(spots, mask)
+            token_term, head_term = self.lattice(lattice)
+            token = token + token_term.unsqueeze(1)
+        h = torch.cat([token.to(x.dtype), x], dim=1)
         key_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
         # one bias for all layers, in the compute dtype, with the padding mask folded in
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
@@ -139,7 +161,8 @@ class PEAGGMoE(nn.Module):
         g = self.norm(h[:, 0])
         m, graph_aux = self.graph_moe(g)
         aux_terms.append(graph_aux)
-        g = self.head_norm(g + m)
+        g = g + m if head_term is None else g + m + head_term.to(g.dtype)
+        g = self.head_norm(g)
         cs_logits, sg_logits = self.cs_head(g).float(), self.sg_head(g).float()
         if not self.training:
             cs_logits = cs_logits + self.cs_logit_adjustment

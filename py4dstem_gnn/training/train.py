@@ -39,13 +39,13 @@ Design decisions
   :class:`torch.nn.parallel.DistributedDataParallel`; each rank draws its own batch; only rank 0
   logs and writes. Gradient accumulation over ``accumulate`` micro-batches.
 * **Metrics** go to ``<run_dir>/metrics.jsonl`` (one JSON object per line; see :func:`read_metrics`).
+
+The command line (``py4dstem-gnn train``) is :mod:`py4dstem_gnn.training.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -62,10 +62,9 @@ from ..progress import tqdm
 
 from ..features import collate, split_direct_beam
 from ..model import ModelConfig, PEAGGMoE
-from ..data.orientations import IN_PLANE
 from ..weights import load_model, save_weights
 from .runtime import atomic_torch_save, load_checkpoint, native_bf16, resolve_device, to_cpu
-from .schedules import DECAY_SHAPES, SCHEDULES, Schedule, make_schedule
+from .schedules import Schedule, make_schedule
 
 __all__ = [
     "TrainConfig",
@@ -76,8 +75,8 @@ __all__ = [
     "schedule_of",
     "read_metrics",
     "fit_feature_normalisation",
-    "configure_parser",
-    "run_cli",
+    "fit_lattice_normalisation",
+    "warm_start",
 ]
 
 logger = logging.getLogger(__name__)
@@ -189,6 +188,46 @@ def fit_feature_normalisation(
     return tuple(round(v, 4) for v in mean), tuple(round(v, 4) for v in std)
 
 
+def fit_lattice_normalisation(source: "PatternSource", max_spots: int, n: int = 4096, seed: int = 12345) -> dict[str, tuple[float, ...]]:
+    """``lattice_mean`` / ``lattice_std`` of the lattice token, from ``n`` patterns of ``source``."""
+    from ..model.lattice import pattern_descriptors
+
+    pointlists, _, _ = source.sample(np.random.default_rng(seed), n)
+    spots, mask = _batch(pointlists, max_spots)
+    x = pattern_descriptors(spots, mask)
+    mean = x.mean(0).tolist()
+    std = x.std(0).clamp_min(1e-3).tolist()
+    return {"lattice_mean": tuple(round(v, 5) for v in mean), "lattice_std": tuple(round(v, 5) for v in std)}
+
+
+#: Modules a warm start may add to a trained model (zero-initialised: the function is kept).
+WARM_START_NEW = ("lattice.", "pair_bias.")
+
+
+def warm_start(weights: str | os.PathLike, overrides: dict[str, Any], source: "PatternSource") -> PEAGGMoE:
+    """Trained weights, optionally grown by the input modules of :data:`WARM_START_NEW`.
+
+    ``overrides`` may switch on ``lattice_token`` / ``pair_encoding`` (and change settings that
+    hold no parameters); every parameter of the trained model is copied, the new modules start at
+    zero output, so the grown model computes what the trained one did.
+    """
+    base = load_model(weights)
+    if not overrides:
+        return base
+    config = dataclasses.replace(base.config, **overrides)
+    if config.lattice_token and not config.lattice_mean:
+        config = dataclasses.replace(config, **fit_lattice_normalisation(source, config.max_spots))
+    model = PEAGGMoE(config)
+    try:
+        missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    except RuntimeError as err:  # shapes changed: not a growth of the trained model
+        raise ValueError(f"--model {overrides} does not fit {weights}: {err}") from None
+    bad = [k for k in missing if not k.startswith(WARM_START_NEW)]
+    if bad or unexpected:
+        raise ValueError(f"--model {overrides} does not fit {weights}: missing {bad}, unexpected {unexpected}")
+    return model
+
+
 def _batch(pointlists: Sequence[np.ndarray], max_spots: int) -> tuple[torch.Tensor, torch.Tensor]:
     return collate([split_direct_beam(p)[0] for p in pointlists], max_spots)
 
@@ -264,10 +303,13 @@ class Trainer:
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         torch.manual_seed(cfg.seed)
         if cfg.init_from:
-            self.model = load_model(cfg.init_from).train()
+            self.model = warm_start(cfg.init_from, cfg.model, source).train()
             logger.info("initialised from %s", cfg.init_from)
         else:
-            self.model = PEAGGMoE(cfg.model_config())
+            config = cfg.model_config()
+            if config.lattice_token and not config.lattice_mean:
+                config = dataclasses.replace(config, **fit_lattice_normalisation(source, config.max_spots))
+            self.model = PEAGGMoE(config)
         self.model.to(self.device)
         self.net: torch.nn.Module = self.model
         if self.distributed:
@@ -351,12 +393,17 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        """Accuracies on every validation set."""
+        """Accuracies and cross-entropy losses (deployment prior, as predictions are made) on every validation set."""
         results: dict[str, float] = {}
         for name, (pls, cs, sg) in self.validation.items():
             cs_logits, sg_logits = predict_logits(self.model, pls, device=self.device)
             results[f"{name}/cs_acc"] = float((cs_logits.argmax(1) == cs).mean())
             results[f"{name}/sg_acc"] = float((sg_logits.argmax(1) + 1 == sg).mean())
+            cs_loss = float(F.cross_entropy(torch.from_numpy(cs_logits), torch.as_tensor(cs, dtype=torch.long)))
+            sg_loss = float(F.cross_entropy(torch.from_numpy(sg_logits), torch.as_tensor(sg, dtype=torch.long) - 1))
+            results[f"{name}/cs_loss"] = cs_loss
+            results[f"{name}/sg_loss"] = sg_loss
+            results[f"{name}/loss"] = cs_loss + sg_loss
         return results
 
     def set_logit_adjustment(self) -> dict[str, Any]:
@@ -388,6 +435,24 @@ class Trainer:
             "deploy": "space groups of the training materials, one vote per material",
         }
 
+    def total_compute(self) -> dict[str, Any]:
+        """Patterns and wall seconds behind the current weights, including those of ``init_from``."""
+        patterns = self.step * self.cfg.batch_size * self.cfg.accumulate * self.world
+        total = {"patterns_seen": patterns, "wall_seconds": round(self.seconds, 1), "runs": 1}
+        if self.cfg.init_from:
+            from ..weights import read_card, resolve_weights
+
+            card = read_card(resolve_weights(self.cfg.init_from))
+            prior, legacy = card.get("training", {}), card.get("compute_total", {})
+            before = prior.get("total") or {
+                "patterns_seen": legacy.get("patterns_seen", prior.get("patterns_seen", 0)),
+                "wall_seconds": legacy.get("wall_seconds_one_cpu_core", prior.get("compute", {}).get("wall_seconds", 0.0)),
+                "runs": 2 if legacy else 1,
+            }
+            total = {k: round(total[k] + before.get(k, 0), 1) if k == "wall_seconds" else total[k] + before.get(k, 0)
+                     for k in total}
+        return total
+
     def export(self, directory: str | os.PathLike, name: str, **card: Any) -> Path:
         """Save the current weights (with their logit offsets, see :meth:`set_logit_adjustment`) and a card."""
         return save_weights(
@@ -406,6 +471,8 @@ class Trainer:
                 },
                 "data": self.source.describe() if hasattr(self.source, "describe") else self.data_manifest,
                 "logit_adjustment": self.adjustment_info,
+                "total": self.total_compute(),
+                "init_from": self.cfg.init_from,
             },
             **card,
         )
@@ -490,151 +557,3 @@ class Trainer:
             bar.close()
             for s, h in old.items():
                 signal.signal(s, h)
-
-
-# -- command line -----------------------------------------------------------------------------
-#: protocol -> (manifest split column, training split(s), validation split) of ``train --protocol``.
-#: ``known`` trains on the whole pool; its kinematic validation draws fresh orientations of the
-#: unseen-type validation groups (seen in training, so only a monitor, not a held-out figure).
-PROTOCOL_SPLITS: dict[str, tuple[str, str | tuple[str, ...], str]] = {
-    "known": ("split_type", ("train", "val", "test"), "val"),
-    "unseen-material": ("split_material", "train", "val"),
-    "unseen-type": ("split_type", "train", "val"),
-    "legacy": ("split", "train", "val"),
-}
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Options of ``py4dstem-gnn train``."""
-    d = TrainConfig()
-    parser.description = (
-        "Train PE-AG-GMoE on kinematic patterns simulated on the fly from the structure-factor "
-        "library (fresh orientations and realism augmentations every step). Rerunning the same "
-        "command resumes from <run-dir>/checkpoint.pt. Under torchrun it trains with DDP."
-    )
-    parser.add_argument("--library", required=True, help="kinematic structure-factor library (HDF5 file or shard folder) from "
-                        "`py4dstem-gnn simulate kinematic`, or its tables (.npz) from `py4dstem-gnn export-tables`")
-    parser.add_argument("--manifest", default=None, help="structure manifest with the train/val/test split (default: the committed data/manifest.csv.gz)")
-    parser.add_argument("--val-set", action="append", default=[], metavar="NAME=PATH", help="stored pattern set(s) for validation (HDF5); the first selects the best weights")
-    parser.add_argument("--val-kinematic", type=int, default=1000, metavar="N", help="also validate on N validation-split materials x 2 augmented kinematic patterns (0: off)")
-    parser.add_argument("--run-dir", default=d.run_dir)
-    parser.add_argument("--steps", type=int, default=d.steps)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--accumulate", type=int, default=d.accumulate)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    parser.add_argument("--no-bf16", action="store_true", help="train in float32 (bf16 autocast runs only where the device has native bf16)")
-    parser.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
-                        help="learning rate: cosine decay over --steps, or wsd (warm-up, constant, decay over the last "
-                             "--decay-steps; rerun with more --steps to continue from the constant-rate checkpoint)")
-    parser.add_argument("--decay-steps", type=int, default=None, help="wsd: length of the final decay (default: 20%% of --steps)")
-    parser.add_argument("--decay-shape", choices=DECAY_SHAPES, default=d.decay_shape, help="wsd: shape of the decay")
-    parser.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio, help="final learning rate as a share of --lr")
-    parser.add_argument("--sampler", choices=("numpy", "torch"), default=d.sampler,
-                        help="numpy: kinematic patterns made on the CPU; torch: made batched on --device from the "
-                             "library's tables (no py4DSTEM needed)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (did not pay on a CPU; try on a GPU)")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this many minutes")
-    parser.add_argument("--checkpoint-minutes", type=float, default=None, help="also checkpoint every this many minutes")
-    parser.add_argument("--stored-train", default=None, metavar="PATH", help="stored patterns of training materials (e.g. Bloch-wave; file or shard folder) mixed into every batch")
-    parser.add_argument("--stored-fraction", type=float, default=0.5, help="share of --stored-train patterns in a batch")
-    parser.add_argument("--follow-library", action="store_true", help="pick up library shards written while training runs")
-    parser.add_argument("--no-augment", action="store_true", help="switch the realism augmentations off")
-    parser.add_argument("--augment", choices=["calibrated", "uncalibrated", "legacy"], default="calibrated",
-                        help="augmentation preset (py4dstem_gnn.data.augment.AugmentConfig; default: calibrated)")
-    parser.add_argument("--protocol", choices=list(PROTOCOL_SPLITS), default="known",
-                        help="which materials train: known = the whole pool (shipped weights), unseen-material / "
-                             "unseen-type = the training side of that split, legacy = the old group split")
-    parser.add_argument("--axes", choices=["conventional", "primitive"], default="conventional",
-                        help="zone axes of the conventional cell (default) or of the primitive cell (legacy)")
-    parser.add_argument("--random-fraction", type=float, default=0.2,
-                        help="share of patterns at uniformly random orientations (default: %(default)s)")
-    parser.add_argument("--tilt-deg", type=float, default=1.0, help="largest zone-axis mis-tilt, degrees")
-    parser.add_argument("--selection", choices=["bloch", "legacy"], default="bloch",
-                        help="kinematic spot selection: matched to Bloch-wave patterns (default) or py4DSTEM's")
-    parser.add_argument("--in-plane", choices=IN_PLANE, default="random",
-                        help="in-plane rotation of kinematic patterns: random (default, as detectors see them) or "
-                             "py4DSTEM's default frame tied to the crystal axes (experiments only)")
-    parser.add_argument(
-        "--no-logit-adjustment",
-        action="store_true",
-        help="export without the logit offsets that undo the class-balanced sampling's prior",
-    )
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--eval-every", type=int, default=d.eval_every)
-    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    parser.add_argument("--balance-power", type=float, default=d.balance_power)
-    parser.add_argument("--init-from", default=None, help="start from these weights (name or .safetensors path), e.g. default")
-    parser.add_argument("--device", default=d.device)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--model", default="{}", help='JSON overrides of the model config, e.g. \'{"n_layers": 4}\'')
-    parser.add_argument("--export", default=None, metavar="DIR", help="at the end, export the final weights (with their card) to DIR/<--name>")
-    parser.add_argument("--name", default="default", help="name of the exported weights")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Entry point of ``py4dstem-gnn train``."""
-    from ..data.sources import KinematicSource, MixedSource, StoredSource, load_validation_sets
-
-    cfg = TrainConfig(
-        run_dir=args.run_dir,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        accumulate=args.accumulate,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing,
-        bf16=not args.no_bf16,
-        seed=args.seed,
-        eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every,
-        balance_power=args.balance_power,
-        init_from=args.init_from,
-        device=args.device,
-        threads=args.threads,
-        model=json.loads(args.model),
-        logit_adjustment=not args.no_logit_adjustment,
-        schedule=args.schedule,
-        decay_steps=args.decay_steps,
-        decay_shape=args.decay_shape,
-        min_lr_ratio=args.min_lr_ratio,
-        sampler=args.sampler,
-        compile=args.compile,
-        max_minutes=args.max_minutes,
-        checkpoint_minutes=args.checkpoint_minutes,
-    )
-    from ..data.augment import AugmentConfig
-    from ..data.kinematic import LEGACY_SELECTION, SpotSelection
-
-    column, train_split, val_split = PROTOCOL_SPLITS[args.protocol]
-    augment = False if args.no_augment else AugmentConfig.preset(args.augment)
-    recipe = dict(axes=args.axes, random_fraction=args.random_fraction, tilt_deg=args.tilt_deg,
-                  selection=SpotSelection() if args.selection == "bloch" else LEGACY_SELECTION, in_plane=args.in_plane)
-    if args.sampler == "torch":  # patterns made on the training device from the tables
-        from ..data.sources_torch import TorchKinematicSource
-
-        kinematic: Any = functools.partial(TorchKinematicSource, device=resolve_device(cfg.device))
-    else:
-        kinematic = functools.partial(KinematicSource, follow=args.follow_library)
-    source = kinematic(args.library, args.manifest, split=train_split, split_column=column, augment=augment,
-                       balance_power=cfg.balance_power, **recipe)
-    if args.stored_train:
-        stored = StoredSource(args.stored_train, augment=not args.no_augment, balance_power=cfg.balance_power)
-        source = MixedSource(source, stored, args.stored_fraction)
-    validation = load_validation_sets(args.val_set)
-    if args.val_kinematic:
-        val_source = kinematic(args.library, args.manifest, split=val_split, split_column=column, augment=augment,
-                               **recipe)
-        validation["val_kinematic"] = val_source.fixed_set(per_material=2, seed=1234, max_materials=args.val_kinematic)
-    trainer = Trainer(cfg, source, validation, data_manifest=source.describe())
-    trainer.fit()
-    if args.export and trainer.rank == 0 and trainer.step >= cfg.steps:
-        # The final weights, not the "best" checkpoint: small validation sets are too noisy to pick
-        # among checkpoints (<run-dir>/best.* stays available for those who want it).
-        validation_now = trainer.evaluate() if trainer.validation else {}
-        trainer.export(args.export, args.name, validation=validation_now, validation_step=trainer.step)
-        logger.info("exported the final weights to %s/%s.safetensors", args.export, args.name)
-    return 0
