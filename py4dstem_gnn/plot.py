@@ -206,9 +206,10 @@ def crystal_system_figure(
     datacube: Any = None,
     image: np.ndarray | None = None,
     title: str | None = None,
-    figsize: tuple[float, float] = (13.0, 4.2),
+    figsize: tuple[float, float] | None = None,
+    sets: bool | None = None,
 ) -> MapFigure:
-    """Fig. 2 layout: virtual image, crystal-system map, distribution of systems.
+    """Fig. 2 layout: virtual image, crystal-system map, distribution of systems (and the sets).
 
     Parameters
     ----------
@@ -221,16 +222,26 @@ def crystal_system_figure(
         Without either, the per-position sum of Bragg-vector intensities is shown.
     title : str, optional
         Figure title.
-    figsize : tuple of float
+    figsize : tuple of float, optional
+        Default (13, 4.2), or (19, 4.2) with the set panel.
+    sets : bool, optional
+        Add the conformal crystal-system set of every position beside the map (what the model
+        cannot tell apart there; :func:`prediction_set_figure`). Default: when ``maps`` has a
+        ``cs_set`` slice with any set in it.
 
     Returns
     -------
     MapFigure
         Panels: image; crystal-system map (:data:`CRYSTAL_SYSTEM_COLOURS`, invalid
-        :data:`INVALID_COLOUR`, legend);
-        bar chart of the fraction of each system over valid positions.
+        :data:`INVALID_COLOUR`: too few spots or confidence below the threshold, legend);
+        the set map (if ``sets``); bar chart of the fraction of each system over valid positions.
     """
     cs = _slice(maps, "crystal_system").astype(int)
+    if sets is None:
+        try:
+            sets = bool(np.any(_slice(maps, "cs_set") > 0))
+        except KeyError:
+            sets = False
     if image is not None:
         img, img_title = np.asarray(image, float), "image"
     elif datacube is not None:
@@ -238,8 +249,10 @@ def crystal_system_figure(
     else:
         img, img_title = _slice(maps, "intensity").astype(float), "Bragg intensity sum"
 
-    fig = map_figure(figsize)
-    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.1]})
+    fig = map_figure(figsize or ((19.0, 4.2) if sets else (13.0, 4.2)))
+    axes = list(fig.subplots(1, 4 if sets else 3, gridspec_kw={"width_ratios": [1, 1, 1, 1.1] if sets else [1, 1, 1.1]}))
+    if sets:
+        _draw_set_map(axes.pop(2), maps)
     _show_image(axes[0], img, img_title)
 
     axes[1].imshow(np.clip(cs, INVALID, 6) + 1, cmap=crystal_system_cmap(), vmin=0, vmax=7, interpolation="nearest")
@@ -361,6 +374,48 @@ def _set_name(mask: int) -> str:
     return " | ".join(_SHORT_NAMES[c] for c in codes)
 
 
+def _draw_set_map(ax: Any, maps: Any, n_named: int = 8) -> None:
+    """The conformal crystal-system set of every position, with a legend (see :func:`prediction_set_figure`)."""
+    from .conformal import mask_size
+
+    mask = _slice(maps, "cs_set").astype(int)
+    ran = mask > 0
+    masks, counts = np.unique(mask[ran], return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    multi = [int(m) for m in masks[order] if mask_size(m) > 1][: max(0, min(int(n_named), len(SET_COLOURS)))]
+    index = np.zeros(mask.shape, int)  # 0 not available, 1 other sets, 2..8 singletons, 9.. named sets
+    index[ran] = 1
+    for c in range(len(CRYSTAL_SYSTEMS)):
+        index[mask == (1 << c)] = 2 + c
+    for i, m in enumerate(multi):
+        index[mask == m] = 2 + len(CRYSTAL_SYSTEMS) + i
+    colours = [INVALID_COLOUR, OTHER_COLOUR, *CRYSTAL_SYSTEM_COLOURS, *SET_COLOURS[: len(multi)]]
+    ax.imshow(index, cmap=ListedColormap(colours), vmin=-0.5, vmax=len(colours) - 0.5, interpolation="nearest")
+    try:
+        coverage = maps.metadata["py4dstem_gnn"]["coverage"]
+    except Exception:  # noqa: BLE001 - metadata optional (dicts, older maps)
+        coverage = None
+    ax.set_title("crystal-system set" + (f" ({100 * float(coverage):.0f} % coverage)" if coverage else ""))
+    n_ran = int(ran.sum())
+    handles = []
+    for c in range(len(CRYSTAL_SYSTEMS)):
+        k = int(np.sum(mask == (1 << c)))
+        if k:
+            handles.append(Patch(color=CRYSTAL_SYSTEM_COLOURS[c], label=f"{CRYSTAL_SYSTEMS[c]} ({100 * k / max(n_ran, 1):.0f} %)"))
+    for i, m in enumerate(multi):
+        k = int(np.sum(mask == m))
+        handles.append(Patch(color=SET_COLOURS[i], label=f"{_set_name(m)} ({100 * k / max(n_ran, 1):.0f} %)"))
+    if np.any(index == 1):
+        handles.append(Patch(color=OTHER_COLOUR, label="other sets"))
+    handles.append(Patch(facecolor=INVALID_COLOUR, edgecolor="grey", label="no set (model not run)"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+    if n_ran == 0:
+        ax.text(0.5, 0.5, "no conformal sets\n(weights without calibration?)", ha="center", va="center",
+                transform=ax.transAxes, fontsize="small")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def prediction_set_figure(
     maps: Any,
     n_named: int = 8,
@@ -393,42 +448,10 @@ def prediction_set_figure(
     mask = _slice(maps, "cs_set").astype(int)
     size = mask_size(mask)
     ran = mask > 0
-    masks, counts = np.unique(mask[ran], return_counts=True)
-    order = np.argsort(-counts, kind="stable")
-    multi = [int(m) for m in masks[order] if mask_size(m) > 1][: max(0, min(int(n_named), len(SET_COLOURS)))]
-    index = np.zeros(mask.shape, int)  # 0 not available, 1 other sets, 2..8 singletons, 9.. named sets
-    index[ran] = 1
-    for c in range(len(CRYSTAL_SYSTEMS)):
-        index[mask == (1 << c)] = 2 + c
-    for i, m in enumerate(multi):
-        index[mask == m] = 2 + len(CRYSTAL_SYSTEMS) + i
-    colours = [INVALID_COLOUR, OTHER_COLOUR, *CRYSTAL_SYSTEM_COLOURS, *SET_COLOURS[: len(multi)]]
-
+    n_ran = int(ran.sum())
     fig = map_figure(figsize)
     axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1]})
-    axes[0].imshow(index, cmap=ListedColormap(colours), vmin=-0.5, vmax=len(colours) - 0.5, interpolation="nearest")
-    coverage = None
-    try:
-        coverage = maps.metadata["py4dstem_gnn"]["coverage"]
-    except Exception:  # noqa: BLE001 - metadata optional (dicts, older maps)
-        coverage = None
-    axes[0].set_title("crystal-system set" + (f" ({100 * float(coverage):.0f} % coverage)" if coverage else ""))
-    n_ran = int(ran.sum())
-    handles = []
-    for c in range(len(CRYSTAL_SYSTEMS)):
-        k = int(np.sum(mask == (1 << c)))
-        if k:
-            handles.append(Patch(color=CRYSTAL_SYSTEM_COLOURS[c], label=f"{CRYSTAL_SYSTEMS[c]} ({100 * k / max(n_ran, 1):.0f} %)"))
-    for i, m in enumerate(multi):
-        k = int(np.sum(mask == m))
-        handles.append(Patch(color=SET_COLOURS[i], label=f"{_set_name(m)} ({100 * k / max(n_ran, 1):.0f} %)"))
-    if np.any(index == 1):
-        handles.append(Patch(color=OTHER_COLOUR, label="other sets"))
-    handles.append(Patch(facecolor=INVALID_COLOUR, edgecolor="grey", label="no set (model not run)"))
-    axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
-    if n_ran == 0:
-        axes[0].text(0.5, 0.5, "no conformal sets\n(weights without calibration?)", ha="center", va="center",
-                     transform=axes[0].transAxes, fontsize="small")
+    _draw_set_map(axes[0], maps, n_named)
 
     from matplotlib import colormaps
 

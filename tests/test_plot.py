@@ -49,6 +49,20 @@ def test_crystal_system_figure_from_dict():
     fig.savefig(__import__("io").BytesIO(), format="png")
 
 
+def test_crystal_system_figure_shows_the_sets_beside_the_map():
+    maps = _maps_dict()
+    cs = maps["crystal_system"]
+    maps["cs_set"] = np.where(cs >= 0, 1 << np.clip(cs, 0, 6), 0) | np.where(cs == 3, 1 << 6, 0)  # tetragonal | cubic
+    fig = crystal_system_figure(maps)
+    assert len(fig.axes) == 4
+    assert fig.axes[2].get_title().startswith("crystal-system set")
+    legend = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
+    assert any("|" in t or "cubic" in t for t in legend)
+    assert len(fig.axes[3].patches) == 7  # the distribution moves right
+    assert len(crystal_system_figure(maps, sets=False).axes) == 3
+    fig.savefig(__import__("io").BytesIO(), format="png")
+
+
 def test_space_group_figure_and_symbols():
     fig = space_group_figure(_maps_dict(), n_named=3)
     assert isinstance(fig, Figure)

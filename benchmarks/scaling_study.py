@@ -1,0 +1,109 @@
+"""Model size by validation loss at equal compute: a short scaling study.
+
+Reads the ``metrics.jsonl`` of training runs that differ only in model size (same protocol, data,
+learning rate and seed; ``py4dstem-gnn train --model '{...}' --max-minutes M``, see the command
+lines recorded below), converts training progress to compute (patterns seen × 3 × forward FLOPs per
+pattern, counted by ``torch.utils.flop_counter`` at 45 spots; the factor 3 counts the backward
+pass), and writes a table and a figure of validation loss against compute, on a log axis.
+
+Run (from the repository root)::
+
+    python benchmarks/scaling_study.py --run S=runs/scale_s --run M=runs/scale_m --run L=runs/scale_l \\
+        --out benchmarks/results/scaling_study.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from py4dstem_gnn.info import forward_flops
+from py4dstem_gnn.model import ModelConfig, PEAGGMoE
+from py4dstem_gnn.training.train import read_metrics
+
+logger = logging.getLogger("scaling_study")
+
+
+def run_config(run_dir: Path) -> tuple[ModelConfig, dict]:
+    """Model and training configuration of a run, from its checkpoint."""
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    return ModelConfig.from_dict(state["model_config"]), state["train_config"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", action="append", required=True, metavar="LABEL=DIR")
+    ap.add_argument("--out", default="benchmarks/results/scaling_study.md")
+    ap.add_argument("--n-spots", type=int, default=45)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    torch.set_num_threads(1)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(args.out)
+    rows, curves = [], {}
+    for spec in args.run:
+        label, _, d = spec.partition("=")
+        cfg, tcfg = run_config(Path(d))
+        model = PEAGGMoE(cfg)
+        flops = forward_flops(model, n_spots=args.n_spots)
+        metrics = read_metrics(d)
+        val = [r for r in metrics if r.get("kind") == "val"]
+        batch = tcfg["batch_size"] * tcfg.get("accumulate", 1)
+        sets = sorted({k.rsplit("/", 1)[0] for r in val for k in r if k.endswith("/loss")})
+        curves[label] = {s: [(r["step"] * batch * 3 * flops, r[f"{s}/loss"]) for r in val if f"{s}/loss" in r] for s in sets}
+        last = val[-1] if val else {}
+        rows.append({
+            "label": label, "dir": d, "model": {k: getattr(cfg, k) for k in ("n_layers", "feature_dim", "hidden_dim", "n_heads", "lattice_token")},
+            "parameters": model.num_parameters(), "mflop_per_pattern": flops / 1e6, "steps": last.get("step", 0),
+            "patterns": last.get("step", 0) * batch, "seconds": last.get("seconds", 0.0),
+            "train_flop": last.get("step", 0) * batch * 3 * flops,
+            **{k: v for k, v in last.items() if k.endswith(("/loss", "/cs_acc", "/sg_acc"))},
+        })
+        logger.info("%s: %s", label, rows[-1])
+    sets = sorted({s for c in curves.values() for s in c})
+    fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 5), squeeze=False)
+    for ax, s in zip(axes[0], sets):
+        for n, (label, c) in enumerate(curves.items()):
+            if c.get(s):
+                ax.plot(*zip(*c[s]), "o-", ms=3, color=f"C{n}", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("training compute (FLOP, log scale)")
+        ax.set_ylabel("validation loss (CE CS + SG)")
+        ax.set_title(s)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    png = out.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    lines = ["# Scaling study: validation loss against compute", "",
+             f"Command: `python benchmarks/scaling_study.py {' '.join(argv if argv is not None else __import__('sys').argv[1:])}`", "",
+             f"Compute = patterns seen × 3 × forward FLOPs per pattern ({args.n_spots} spots). Loss: mean cross-entropy, "
+             "crystal system + space group, on the run's fixed validation sets (last evaluation). Figure: "
+             f"[{png.name}]({png.name}).", "",
+             "| size | model | parameters | MFLOP / pattern | steps | patterns | train seconds | compute (FLOP) | " + " | ".join(f"{s} loss | {s} CS %" for s in sets) + " |",
+             "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * len(sets)]
+    for r in rows:
+        cells = [r["label"], json.dumps(r["model"]), f"{r['parameters']:,}", f"{r['mflop_per_pattern']:.1f}", str(r["steps"]),
+                 f"{r['patterns']:,}", f"{r['seconds']:.0f}", f"{r['train_flop']:.2e}"]
+        for s in sets:
+            cells += [f"{r.get(f'{s}/loss', float('nan')):.3f}", f"{100 * r.get(f'{s}/cs_acc', float('nan')):.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Per run, the validation curve (step, loss per set):", ""]
+    for label, c in curves.items():
+        lines.append(f"- {label}: " + "; ".join(f"{s}: " + ", ".join(f"{x:.1e}→{y:.3f}" for x, y in pts) for s, pts in c.items()))
+    out.write_text("\n".join(lines) + "\n")
+    logger.info("wrote %s and %s", out, png)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
