@@ -214,8 +214,17 @@ def test_cli_end_to_end_with_tiny_model_and_forest(tmp_path, monkeypatch, capsys
     rc = main(["protocols", "--name", "toy", "--out-root", str(tmp_path / "reports"),
                "--manifest", str(tmp_path / "manifest.csv.gz"), "--zone-axis", str(za), "--random", str(rand),
                "--weights", str(w_all), "--weights", f"unseen-type={w_type}", "--rf", str(rf_path),
-               "--corruption", "training", "--views", "2,3", "--draws", "2", "--boot", "50", "--no-progress"])
+               "--corruption", "training", "--views", "2,3", "--draws", "2", "--boot", "50", "--no-progress",
+               "--update-card"])
     assert rc == 0
+    from py4dstem_gnn.weights import read_card
+
+    card_type = read_card(w_type)["evaluation_protocols"]
+    assert set(k.split("/")[0] for k in card_type["figures"]) == {"unseen-type"}
+    fig = card_type["figures"]["unseen-type/zone_axis/clean"]
+    assert fig["weights"] == str(w_type) and fig["cs_1"][1] <= fig["cs_1"][0] <= fig["cs_1"][2]
+    card_all = read_card(w_all)["evaluation_protocols"]["figures"]
+    assert {k.split("/")[0] for k in card_all} == {"known", "unseen-material"}
     out = tmp_path / "reports" / "toy"
     payload = json.loads((out / "protocols.json").read_text())
     md = (out / "protocols.md").read_text()

@@ -266,7 +266,45 @@ def run_protocols(args: argparse.Namespace, command: str | None = None) -> dict[
     (out / "protocols.md").write_text(md)
     (out / "protocols.json").write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")
     logger.info("wrote %s and %s", out / "protocols.md", out / "protocols.json")
+    if getattr(args, "update_card", False) and "network" in used:
+        write_card_figures(payload, used["network"], out / "protocols.md")
     return payload
+
+
+def card_figures(payload: dict[str, Any], protocol_weights: dict[str, str]) -> dict[str, Any]:
+    """The network's accuracies per protocol x regime x corruption (%, with intervals), for a card."""
+    rows: dict[str, Any] = {}
+    for cell in payload["cells"]:
+        net = cell["classifiers"].get("network")
+        if not net:
+            continue
+        key = f"{cell['protocol']}/{cell['regime']}/{cell['corruption']}"
+        rows[key] = {
+            "weights": protocol_weights.get(cell["protocol"]),
+            "n_patterns": cell["n_patterns"], "n_materials": cell["n_materials"], "n_groups": cell["n_groups"],
+            **{m: [round(100 * v["mean"], 1), round(100 * v["low"], 1), round(100 * v["high"], 1)]
+               for m, v in net.items() if isinstance(v, dict) and "mean" in v},
+        }
+    return rows
+
+
+def write_card_figures(payload: dict[str, Any], protocol_weights: dict[str, str], report: Path) -> None:
+    """Write :func:`card_figures` into the card of every network weights file scored (``evaluation_protocols``)."""
+    from ..weights import resolve_weights, update_card
+
+    figures = card_figures(payload, protocol_weights)
+    for spec in dict.fromkeys(protocol_weights.values()):
+        if spec in ("none", ""):
+            continue
+        protocols = [p for p, s in protocol_weights.items() if s == spec]
+        own = {k: v for k, v in figures.items() if k.split("/")[0] in protocols}
+        update_card(resolve_weights(spec), {"evaluation_protocols": {
+            "report": str(report), "command": payload["info"]["command"], "date": payload["info"]["date"],
+            "metric_keys": "cs_1/sg_1: one pattern; cs_kK/sg_kK: K views of a material; [mean, low, high] in %, "
+                           "95 % group-bootstrap interval",
+            "figures": own,
+        }})
+        logger.info("wrote the %s figures into the card of %s", ", ".join(protocols), spec)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -298,6 +336,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="AugmentConfig preset of the corrupted copy: calibrated, uncalibrated or training")
     parser.add_argument("--corruption-seed", type=int, default=0)
     parser.add_argument("--no-corrupt", action="store_true", help="score the clean patterns only")
+    parser.add_argument("--update-card", action="store_true",
+                        help="write each network's figures (its protocol) into its weights' card")
     parser.add_argument("--views", default="6,10", help="views combined per material, comma-separated")
     parser.add_argument("--draws", type=int, default=5, help="seeded draws of the views")
     parser.add_argument("--boot", type=int, default=1000, help="group-bootstrap replicates")

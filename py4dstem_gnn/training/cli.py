@@ -103,6 +103,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="{}", help='JSON overrides of the model config, e.g. \'{"n_layers": 4}\'')
     parser.add_argument("--export", default=None, metavar="DIR", help="at the end, export the final weights (with their card) to DIR/<--name>")
     parser.add_argument("--name", default="default", help="name of the exported weights")
+    parser.add_argument("--export-now", action="store_true",
+                        help="export the run's last checkpoint to --export/--name (with its card) and exit without training")
 
 
 def held_out_only(validation: dict[str, Any], specs: list[str], manifest: str | None, column: str,
@@ -175,15 +177,21 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.stored_train:
         stored = StoredSource(args.stored_train, augment=not args.no_augment, balance_power=cfg.balance_power)
         source = MixedSource(source, stored, args.stored_fraction)
-    validation = load_validation_sets(args.val_set)
+    validation = load_validation_sets([] if args.export_now else args.val_set)
     if args.protocol in ("unseen-material", "unseen-type"):
         validation = held_out_only(validation, args.val_set, args.manifest, column, val_split)
-    if args.val_kinematic:
+    if args.val_kinematic and not args.export_now:
         val_source = kinematic(args.library, args.manifest, split=val_split, split_column=column, augment=augment,
                                **recipe)
         validation["val_kinematic"] = val_source.fixed_set(per_material=args.val_per_material, seed=1234,
                                                            max_materials=args.val_kinematic)
     trainer = Trainer(cfg, source, validation, data_manifest=source.describe())
+    if args.export_now:  # the run as it stands (e.g. stopped by --max-minutes), no training
+        if not args.export:
+            raise ValueError("--export-now needs --export DIR")
+        path = trainer.export(args.export, args.name)
+        logger.info("exported step %d of %s to %s", trainer.step, cfg.run_dir, path)
+        return 0
     trainer.fit()
     if args.export and trainer.rank == 0 and trainer.step >= cfg.steps:
         # The final weights, not the "best" checkpoint: small validation sets are too noisy to pick
