@@ -1,4 +1,4 @@
-"""Ablation of the network's input at equal training compute, with group-bootstrap intervals.
+"""Weights compared at equal training compute (input ablation, model sizes), with group-bootstrap intervals.
 
 Every arm is a set of weights trained with the same command from the same starting weights for the
 same number of steps (``runs/ablate.sh`` style: ``py4dstem-gnn train --init-from W --steps S ...``
@@ -9,7 +9,8 @@ with only ``--model`` changed). Each arm is scored on the same fixed validation 
   20 % random orientations, Bloch-matched spots, calibrated augmentation; seed 1234), and
 * stored Bloch-wave validation sets (``--val-set NAME=PATH``),
 
-by the mean cross-entropy (crystal system + space group, the training objective without the
+(``--held-out``: only the stored patterns of the protocol's validation-split materials, for runs that
+did not train on them) by the mean cross-entropy (crystal system + space group, the training objective without the
 load-balancing term) and the accuracies; differences to the first arm get a paired bootstrap
 interval over the manifest's material groups (``py4dstem_gnn.evaluation.bootstrap``).
 
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-set", action="append", default=[], metavar="NAME=PATH")
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--held-out", action="store_true",
+                    help="keep only the stored-set patterns of the protocol's validation-split materials")
+    ap.add_argument("--title", default="Network input ablation at equal training compute")
     ap.add_argument("--out", default="benchmarks/results/input_ablation.md")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -81,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.val_set:
         name, _, path = spec.partition("=")
         ps = load_pattern_set(path)
+        if args.held_out:
+            ps = ps.subset(np.flatnonzero(np.isin(ps.material, manifest.indices(val_split, column))))
         sets[name] = (ps.pointlists, ps.crystal_system.astype(np.int64), ps.space_group.astype(np.int64), ps.material)
 
-    lines = ["# Network input ablation at equal training compute", "",
+    lines = [f"# {args.title}", "",
              f"Command: `python benchmarks/input_ablation.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
              "Mean cross-entropy (crystal system + space group) and accuracies per pattern; brackets: 95 % "
              f"bootstrap interval over material groups ({args.boot} replicates); Δ: arm minus `{arms[0][0]}`, "
