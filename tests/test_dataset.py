@@ -93,3 +93,20 @@ def test_committed_bloch_sets_are_consistent(name, split):
     assert np.all(ps.spots[:, 2] > 0) and np.all(ps.spots[:, 2] <= 1.0)
     assert ps.attrs["method"] == "bloch" and ps.attrs["thickness"] == 200.0
     assert not set(ps.attrs["skipped_materials"]) & set(ps.material)
+
+
+def test_validation_sets_keep_only_the_held_out_materials():
+    from pathlib import Path
+
+    from py4dstem_gnn.data.dataset import PatternSet
+    from py4dstem_gnn.data.sources import load_validation_sets
+
+    path = Path(__file__).parents[1] / "data" / "bloch_val.h5"
+    ps = PatternSet.from_hdf5(path)
+    keep = np.unique(ps.material)[:3]
+    full = load_validation_sets([f"v={path}"])["v"]
+    part = load_validation_sets([f"v={path}"], materials=keep)["v"]
+    mask = np.isin(ps.material, keep)
+    assert len(full[0]) == len(ps) and len(part[0]) == int(mask.sum()) > 0
+    np.testing.assert_array_equal(part[2], ps.space_group[mask])
+    np.testing.assert_array_equal(part[0][0], ps.pointlists[int(np.flatnonzero(mask)[0])])

@@ -411,14 +411,25 @@ class KinematicSource(_MaterialDraws):
         }
 
 
-def load_validation_sets(specs: Sequence[str]) -> dict[str, tuple[list[np.ndarray], np.ndarray, np.ndarray]]:
-    """Read ``NAME=PATH`` stored pattern sets into ``{name: (pointlists, cs, sg)}``."""
+def load_validation_sets(
+    specs: Sequence[str], materials: Sequence[int] | np.ndarray | None = None
+) -> dict[str, tuple[list[np.ndarray], np.ndarray, np.ndarray]]:
+    """Read ``NAME=PATH`` stored pattern sets into ``{name: (pointlists, cs, sg)}``.
+
+    ``materials`` (manifest indices), if given, keeps only those materials' patterns: under the
+    ``unseen-*`` protocols a stored set may hold materials the run trains on, and validating on
+    them would reward memorising.
+    """
     out = {}
     for spec in specs:
         name, _, path = spec.partition("=")
         if not path:
             name, path = Path(spec).stem, spec
         ps = load_pattern_set(path)
+        if materials is not None:
+            n = len(ps)
+            ps = ps.subset(np.isin(ps.material, np.asarray(materials)))
+            logger.info("validation set %s: %d of %d patterns from the held-out materials", name, len(ps), n)
         out[name] = (ps.pointlists, ps.crystal_system.astype(np.int64), ps.space_group.astype(np.int64))
     return out
 

@@ -107,26 +107,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="export the run's last checkpoint to --export/--name (with its card) and exit without training")
 
 
-def held_out_only(validation: dict[str, Any], specs: list[str], manifest: str | None, column: str,
-                  split: str) -> dict[str, Any]:
-    """Keep, in each stored validation set, only the patterns of materials in ``split`` of ``column``.
-
-    Under the ``unseen-*`` protocols a stored set (e.g. the Bloch-wave validation patterns) may hold
-    materials the run trains on; validating on those would reward memorising.
-    """
-    from ..data.sources import load_pattern_set
-    from ..data.structures import load_manifest
-
-    keep = set(load_manifest(manifest).indices(split, column).tolist())
-    out = {}
-    for (name, (pls, cs, sg)), spec in zip(validation.items(), specs):
-        material = load_pattern_set(spec.partition("=")[2] or spec).material
-        sel = [i for i, m in enumerate(material) if int(m) in keep]
-        logger.info("validation set %s: %d of %d patterns from %s materials of %s", name, len(sel), len(pls), split, column)
-        out[name] = ([pls[i] for i in sel], cs[sel], sg[sel])
-    return out
-
-
 def run_cli(args: argparse.Namespace) -> int:
     """Entry point of ``py4dstem-gnn train``."""
     from ..data.sources import KinematicSource, MixedSource, StoredSource, load_validation_sets
@@ -177,9 +157,12 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.stored_train:
         stored = StoredSource(args.stored_train, augment=not args.no_augment, balance_power=cfg.balance_power)
         source = MixedSource(source, stored, args.stored_fraction)
-    validation = load_validation_sets([] if args.export_now else args.val_set)
+    held_out = None
     if args.protocol in ("unseen-material", "unseen-type"):
-        validation = held_out_only(validation, args.val_set, args.manifest, column, val_split)
+        from ..data.structures import load_manifest
+
+        held_out = load_manifest(args.manifest).indices(val_split, column)
+    validation = load_validation_sets([] if args.export_now else args.val_set, materials=held_out)
     if args.val_kinematic and not args.export_now:
         val_source = kinematic(args.library, args.manifest, split=val_split, split_column=column, augment=augment,
                                **recipe)

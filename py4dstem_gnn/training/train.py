@@ -200,6 +200,13 @@ def fit_lattice_normalisation(source: "PatternSource", max_spots: int, n: int = 
     return {"lattice_mean": tuple(round(v, 5) for v in mean), "lattice_std": tuple(round(v, 5) for v in std)}
 
 
+def with_lattice_normalisation(config: ModelConfig, source: "PatternSource") -> ModelConfig:
+    """``config``, with lattice-token statistics fitted on ``source`` if it has a token and none yet."""
+    if config.lattice_token and not config.lattice_mean:
+        config = dataclasses.replace(config, **fit_lattice_normalisation(source, config.max_spots))
+    return config
+
+
 #: Modules a warm start may add to a trained model (zero-initialised: the function is kept).
 WARM_START_NEW = ("lattice.", "pair_bias.")
 
@@ -214,10 +221,7 @@ def warm_start(weights: str | os.PathLike, overrides: dict[str, Any], source: "P
     base = load_model(weights)
     if not overrides:
         return base
-    config = dataclasses.replace(base.config, **overrides)
-    if config.lattice_token and not config.lattice_mean:
-        config = dataclasses.replace(config, **fit_lattice_normalisation(source, config.max_spots))
-    model = PEAGGMoE(config)
+    model = PEAGGMoE(with_lattice_normalisation(dataclasses.replace(base.config, **overrides), source))
     try:
         missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
     except RuntimeError as err:  # shapes changed: not a growth of the trained model
@@ -306,10 +310,7 @@ class Trainer:
             self.model = warm_start(cfg.init_from, cfg.model, source).train()
             logger.info("initialised from %s", cfg.init_from)
         else:
-            config = cfg.model_config()
-            if config.lattice_token and not config.lattice_mean:
-                config = dataclasses.replace(config, **fit_lattice_normalisation(source, config.max_spots))
-            self.model = PEAGGMoE(config)
+            self.model = PEAGGMoE(with_lattice_normalisation(cfg.model_config(), source))
         self.model.to(self.device)
         self.net: torch.nn.Module = self.model
         if self.distributed:
@@ -438,7 +439,7 @@ class Trainer:
     def total_compute(self) -> dict[str, Any]:
         """Patterns and wall seconds behind the current weights, including those of ``init_from``."""
         patterns = self.step * self.cfg.batch_size * self.cfg.accumulate * self.world
-        total = {"patterns_seen": patterns, "wall_seconds": round(self.seconds, 1), "runs": 1}
+        before = {"patterns_seen": 0, "wall_seconds": 0.0, "runs": 0}
         if self.cfg.init_from:
             from ..weights import read_card, resolve_weights
 
@@ -449,9 +450,8 @@ class Trainer:
                 "wall_seconds": legacy.get("wall_seconds_one_cpu_core", prior.get("compute", {}).get("wall_seconds", 0.0)),
                 "runs": 2 if legacy else 1,
             }
-            total = {k: round(total[k] + before.get(k, 0), 1) if k == "wall_seconds" else total[k] + before.get(k, 0)
-                     for k in total}
-        return total
+        return {"patterns_seen": patterns + before.get("patterns_seen", 0),
+                "wall_seconds": round(self.seconds + before.get("wall_seconds", 0.0), 1), "runs": 1 + before.get("runs", 0)}
 
     def export(self, directory: str | os.PathLike, name: str, **card: Any) -> Path:
         """Save the current weights (with their logit offsets, see :meth:`set_logit_adjustment`) and a card."""
