@@ -23,7 +23,7 @@ import sys
 import numpy as np
 from _report import command_line, write_report
 
-from py4dstem_gnn.inference import predict_pointlists
+from py4dstem_gnn.predict import predict_pointlists
 from py4dstem_gnn.data.orientations import zone_axis_candidates
 from py4dstem_gnn.data.kinematic import KinematicLibrary
 from py4dstem_gnn.data.sources import load_pattern_set

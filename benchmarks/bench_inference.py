@@ -7,7 +7,7 @@ Measures, in one run and on one model:
 * a plain per-position loop (``bv.cal[rx, ry]`` -> split beam -> model on one
   pattern) on a subset, extrapolated to the whole scan;
 * the conversion alone: ``bv.cal[rx, ry]`` over every position vs the vectorised
-  read (:func:`py4dstem_gnn.py4dstem.calibrated_vectors`);
+  read (:func:`py4dstem_gnn.classify.calibrated_vectors`);
 * model FLOPs per pattern (``torch.utils.flop_counter.FlopCounterMode``);
 * fp32 vs bf16 autocast, and the automatic batch (token budget);
 * with ``--large``: peak memory (RSS) of a 1024 x 1024 scan;
@@ -157,7 +157,7 @@ def matmul_peak_gflops(device: torch.device) -> float:
 def per_position_loop(bv: Any, net: torch.nn.Module, device: torch.device, n: int) -> float:
     """Seconds for a naive loop over the first ``n`` positions (C order)."""
     from py4dstem_gnn.features import collate, split_direct_beam
-    from py4dstem_gnn.inference import consistent_labels
+    from py4dstem_gnn.predict import consistent_labels
 
     ny = bv.Rshape[1]
     max_spots = net.config.max_spots
@@ -181,7 +181,7 @@ def model_only(
     net: torch.nn.Module, spot_lists: list[np.ndarray], device: torch.device, autocast: bool, batch_size: int | None
 ) -> float:
     """Seconds for the model part alone on ``spot_lists``."""
-    from py4dstem_gnn.inference import _predict_spot_lists
+    from py4dstem_gnn.predict import _predict_spot_lists
 
     _predict_spot_lists(spot_lists[:64], net, device, batch_size, False, autocast)  # warm-up
     if device.type == "cuda":
@@ -195,7 +195,7 @@ def model_only(
 
 def bench_device(args: argparse.Namespace, device: torch.device, bv: Any, lines: list[str]) -> None:
     from py4dstem_gnn import batching  # the token budgets are read from py4dstem_gnn.batching
-    from py4dstem_gnn.py4dstem import calibrated_vectors, classify_braggvectors, remove_direct_beam
+    from py4dstem_gnn.classify import calibrated_vectors, classify_braggvectors, remove_direct_beam
 
     n_pos = int(np.prod(bv.Rshape))
     net, model_desc = _load_model(args.model, device)
@@ -298,7 +298,7 @@ def bench_device(args: argparse.Namespace, device: torch.device, bv: Any, lines:
 
 def bench_large(args: argparse.Namespace, lines: list[str]) -> None:
     """Peak RSS of classify_braggvectors on a 1024 x 1024 scan (stand-in model: memory, not speed)."""
-    from py4dstem_gnn.py4dstem import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors
     from py4dstem_gnn.data.synthetic import random_braggvectors
 
     shape = (args.large_size, args.large_size)

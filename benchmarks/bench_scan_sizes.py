@@ -142,7 +142,7 @@ def measure(
     bv: Any, net: torch.nn.Module, repeats: int, pause_pids: Sequence[int], batch_size: int | None
 ) -> dict[str, Any]:
     """Time ``classify_braggvectors`` on ``bv`` ``repeats`` times (paused background jobs)."""
-    from py4dstem_gnn.py4dstem import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors
 
     n_pos = int(np.prod(bv.Rshape))
     runs: list[dict[str, float]] = []
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         os.kill(pid, 0)  # fails now (ProcessLookupError / PermissionError) rather than mid-run
 
     from py4dstem_gnn.data.synthetic import random_braggvectors
-    from py4dstem_gnn.py4dstem import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors
 
     full = set(FULL_SIZES) <= set(args.sizes) and set(DENSITIES) <= set(args.densities)
     out = Path(args.out) if args.out else (DEFAULT_OUT if full else None)

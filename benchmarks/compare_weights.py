@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from _report import command_line, write_report
 
-from py4dstem_gnn.inference import Prediction, predict_pointlists
+from py4dstem_gnn.predict import Prediction, predict_pointlists
 from py4dstem_gnn.data.sources import KinematicSource, load_pattern_set
 from py4dstem_gnn.weights import load_model
 

@@ -33,7 +33,7 @@ import numpy as np
 from _report import command_line, run_split_experiment, write_report
 
 from py4dstem_gnn.evaluation.baseline import RandomForestBaseline
-from py4dstem_gnn.inference import predict_pointlists
+from py4dstem_gnn.predict import predict_pointlists
 from py4dstem_gnn.weights import load_model
 from py4dstem_gnn.data.sources import KinematicSource
 

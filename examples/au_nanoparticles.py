@@ -97,10 +97,10 @@ def run_example(
     """
     import py4DSTEM
 
-    from py4dstem_gnn.inference import _load, resolve_device
+    from py4dstem_gnn.predict import _load, resolve_device
     from py4dstem_gnn.plot import crystal_system_figure, space_group_figure
     from py4dstem_gnn.progress import quiet_py4dstem
-    from py4dstem_gnn.py4dstem import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors
     from py4dstem_gnn.data.synthetic import au_nanoparticle_scan, detect_braggvectors
 
     out = Path(output_dir)

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import logging
 
-from .inference import Prediction, aggregate_views, predict_pointlists
+from .predict import Prediction, aggregate_views, predict_pointlists
 from .labels import CRYSTAL_SYSTEMS
 from .model import ModelConfig, PEAGGMoE
-from .py4dstem import classify_braggvectors
+from .classify import classify_braggvectors
 from .weights import available_models, load_model
 
 __version__ = "0.1.0"

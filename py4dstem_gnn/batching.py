@@ -1,6 +1,6 @@
 """Ragged spot lists to padded batches, and the model forward on one batch.
 
-This module holds the batching machinery used by :mod:`py4dstem_gnn.inference`:
+This module holds the batching machinery used by :mod:`py4dstem_gnn.predict`:
 
 * :class:`RaggedSpots` stores the diffracted spots of ``n`` patterns as one flat
   ``(total, 3)`` array with offsets (no per-pattern objects), caps every pattern to
@@ -15,7 +15,7 @@ This module holds the batching machinery used by :mod:`py4dstem_gnn.inference`:
   probabilities of both heads; :func:`_is_oom` recognises a CUDA out-of-memory
   error so that the caller can halve the batch and retry.
 
-The names are re-exported by :mod:`py4dstem_gnn.inference`, where they were defined
+The names are re-exported by :mod:`py4dstem_gnn.predict`, where they were defined
 first. The token budgets are module attributes of *this* module: change
 ``py4dstem_gnn.batching.CPU_TOKEN_BUDGET`` (not the re-exported copy) to change the
 automatic batch size.

@@ -5,7 +5,7 @@ arrays and applies the calibration (origin, ellipse, pixel size, rotation/flip -
 of ``BraggVectors.cal``) vectorised over the scan; the result equals ``bv.cal[rx, ry]`` at
 every position. :func:`remove_direct_beam` drops, at every position, the spot nearest the
 calibrated origin. :func:`check_braggvectors` refuses anything but a ``BraggVectors`` with
-one line saying what to do. Used by :func:`py4dstem_gnn.py4dstem.classify_braggvectors`.
+one line saying what to do. Used by :func:`py4dstem_gnn.classify.classify_braggvectors`.
 """
 
 from __future__ import annotations

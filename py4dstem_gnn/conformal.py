@@ -356,7 +356,7 @@ class PredictionSets:
 def prediction_sets(
     pred: Any, coverage: float | None = None, calibration: ConformalCalibration | None = None
 ) -> PredictionSets:
-    """Conformal sets of a :class:`~py4dstem_gnn.inference.Prediction`.
+    """Conformal sets of a :class:`~py4dstem_gnn.predict.Prediction`.
 
     Parameters
     ----------

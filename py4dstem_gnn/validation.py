@@ -250,7 +250,7 @@ def check_tolerance(direct_beam_tolerance: Any) -> float:
 
 def check_device(device: Any) -> torch.device:
     """Resolve ``device`` ("auto", a name or a torch.device) with a ValueError for bad names."""
-    from .inference import resolve_device
+    from .predict import resolve_device
 
     if device is not None and not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be 'auto', a device name such as 'cpu' or 'cuda', or a torch.device; got {device!r}")
@@ -299,12 +299,12 @@ def check_groups(pred: Any, groups: Any) -> np.ndarray:
     Raises
     ------
     TypeError
-        ``pred`` is not a :class:`~py4dstem_gnn.inference.Prediction`, or ``groups``
+        ``pred`` is not a :class:`~py4dstem_gnn.predict.Prediction`, or ``groups``
         is None.
     ValueError
         ``groups`` is not one key per pattern, or holds NaN keys.
     """
-    from .inference import Prediction
+    from .predict import Prediction
 
     if not isinstance(pred, Prediction):
         raise TypeError(f"pred must be a Prediction (from predict_pointlists); got {type(pred).__name__}")

@@ -21,7 +21,7 @@ from py4dstem_gnn.conformal import (
     sg_set_size,
     space_group_sets,
 )
-from py4dstem_gnn.inference import Prediction, aggregate_views
+from py4dstem_gnn.predict import Prediction, aggregate_views
 from py4dstem_gnn.labels import SG_TO_CS
 
 
@@ -170,7 +170,7 @@ def test_classify_braggvectors_returns_set_slices():
     pytest.importorskip("py4DSTEM")
     from py4dstem_gnn.data.synthetic import random_braggvectors
     from py4dstem_gnn.plot import prediction_set_figure
-    from py4dstem_gnn.py4dstem import SLICE_LABELS, classify_braggvectors
+    from py4dstem_gnn.classify import SLICE_LABELS, classify_braggvectors
     from py4dstem_gnn.toy import tiny_model
 
     bv = random_braggvectors((5, 6), spots=(0, 12), seed=3)
@@ -216,7 +216,7 @@ def test_classify_without_calibration_gives_minus_one_sets(caplog):
     pytest.importorskip("py4DSTEM")
     from py4dstem_gnn.data.synthetic import random_braggvectors
     from py4dstem_gnn.plot import prediction_set_figure
-    from py4dstem_gnn.py4dstem import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors
     from py4dstem_gnn.toy import tiny_model
 
     bv = random_braggvectors((3, 3), spots=(6, 10), seed=1)

@@ -23,7 +23,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from py4dstem_gnn.inference import Prediction, aggregate_views, predict_pointlists
+from py4dstem_gnn.predict import Prediction, aggregate_views, predict_pointlists
 from py4dstem_gnn.labels import SG_TO_CS
 from py4dstem_gnn.model import ModelConfig, PEAGGMoE
 from py4dstem_gnn.validation import MAX_Q
@@ -210,7 +210,7 @@ def small_scans(draw):
 @settings(FUZZ, max_examples=60)
 @given(small_scans(), st.integers(0, 6), st.sampled_from([None, 1, 3]))
 def test_random_small_scans_through_classify_braggvectors(scan, min_spots, median_filter):
-    from py4dstem_gnn.py4dstem import SLICE_LABELS, classify_braggvectors
+    from py4dstem_gnn.classify import SLICE_LABELS, classify_braggvectors
     from py4dstem_gnn.data.synthetic import braggvectors_from_pointlists
 
     shape, pls, origin = scan
@@ -238,7 +238,7 @@ def test_random_small_scans_through_classify_braggvectors(scan, min_spots, media
 
 def test_pixel_units_are_refused_by_classify_braggvectors():
     """A Q pixel size left at a pixel-like value gives spots far beyond MAX_Q: ValueError."""
-    from py4dstem_gnn.py4dstem import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors
     from py4dstem_gnn.data.synthetic import random_braggvectors
 
     bv = random_braggvectors((2, 2), q_pixel_size=0.01)

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from py4dstem_gnn import inference
-from py4dstem_gnn.inference import (
+from py4dstem_gnn import predict as predict_mod
+from py4dstem_gnn.predict import (
     CPU_TOKEN_BUDGET,
     Prediction,
     RaggedSpots,
@@ -195,7 +195,7 @@ def _spots_px(n, seed=0, origin=(64.0, 64.0)):
 
 
 def test_classify_uncalibrated_braggvectors_names_the_missing_calibration(net):
-    from py4dstem_gnn.py4dstem import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors
     from py4dstem_gnn.data.synthetic import random_braggvectors
 
     bv = random_braggvectors((2, 2), calibrate=False)
@@ -206,7 +206,7 @@ def test_classify_uncalibrated_braggvectors_names_the_missing_calibration(net):
 def test_classify_pixel_units_and_empty_scan(net):
     import py4DSTEM
 
-    from py4dstem_gnn.py4dstem import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors
 
     bv = _calibrated_bv([_spots_px(8, s) for s in range(4)], (2, 2), q_pixel_size=1.5)
     with pytest.raises(ValueError, match="detector pixels"):
@@ -236,7 +236,7 @@ def test_classify_pixel_units_and_empty_scan(net):
     ],
 )
 def test_classify_bad_parameters(net, kwargs, error, match):
-    from py4dstem_gnn.py4dstem import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors
 
     bv = _calibrated_bv([_spots_px(8, s) for s in range(4)], (2, 2))
     kwargs = {"model": net, "device": "cpu", "progress": False, **kwargs}
@@ -245,7 +245,7 @@ def test_classify_bad_parameters(net, kwargs, error, match):
 
 
 def test_classify_odd_scans_and_nan_vectors(net, caplog):
-    from py4dstem_gnn.py4dstem import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors
 
     for shape in [(1, 7), (7, 1), (1, 1)]:
         n = shape[0] * shape[1]
@@ -279,7 +279,7 @@ def test_classify_odd_scans_and_nan_vectors(net, caplog):
 
 
 def test_same_input_same_maps_and_thread_count_only_rounds(net):
-    from py4dstem_gnn.py4dstem import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors
     from py4dstem_gnn.data.synthetic import random_braggvectors
 
     bv = random_braggvectors((6, 7), spots=(3, 40), seed=4)
@@ -383,7 +383,7 @@ def test_rss_of_a_large_scan_with_the_real_model_stays_small(tmp_path):
             import numpy as np, torch
             torch.set_num_threads(1)
             from py4dstem_gnn.model import ModelConfig, PEAGGMoE
-            from py4dstem_gnn.inference import RaggedSpots, _predict_spot_lists
+            from py4dstem_gnn.predict import RaggedSpots, _predict_spot_lists
             torch.manual_seed(0)
             net = PEAGGMoE(ModelConfig(feature_dim=16, hidden_dim=16, n_layers=1, n_heads=4, ffn_dim=16)).eval()
             n = 400_000
@@ -424,7 +424,7 @@ def test_cuda_oom_halves_the_batch_and_gives_the_same_result(net, monkeypatch, c
     """Simulated: the forward raises torch.cuda.OutOfMemoryError for batches above 3 patterns."""
     pls = [_pattern(n, seed=n) for n in (2, 3, 5, 8, 13, 21, 34, 40, 1, 0)]
     ref = predict_pointlists(pls, model=net, device="cpu")
-    real_run_batch = inference._run_batch
+    real_run_batch = predict_mod._run_batch
     sizes: list[int] = []
 
     def fake_run_batch(net_, ragged, idx, device, autocast):
@@ -433,10 +433,10 @@ def test_cuda_oom_halves_the_batch_and_gives_the_same_result(net, monkeypatch, c
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_run_batch(net_, ragged, idx, torch.device("cpu"), autocast)
 
-    monkeypatch.setattr(inference, "_run_batch", fake_run_batch)
+    monkeypatch.setattr(predict_mod, "_run_batch", fake_run_batch)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     spot_lists = [p[1:] for p in pls]  # direct beam removed, as the public path does
-    with caplog.at_level(logging.WARNING, logger="py4dstem_gnn.inference"):
+    with caplog.at_level(logging.WARNING, logger="py4dstem_gnn.predict"):
         cs, sg = _predict_spot_lists(spot_lists, net, torch.device("cuda"), batch_size=10)
     assert sizes[0] == 10 and sum(s for s in sizes if s <= 3) == 10  # every pattern run once
     assert "CUDA out of memory" in caplog.text
@@ -448,7 +448,7 @@ def test_oom_of_a_single_pattern_and_cpu_errors_are_not_swallowed(net, monkeypat
     def always_oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(inference, "_run_batch", always_oom)
+    monkeypatch.setattr(predict_mod, "_run_batch", always_oom)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         _predict_spot_lists([_pattern(4)], net, torch.device("cuda"), batch_size=4)

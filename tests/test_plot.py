@@ -26,7 +26,7 @@ from py4dstem_gnn.plot import (  # noqa: E402
     space_group_symbol,
     virtual_image,
 )
-from py4dstem_gnn.py4dstem import SLICE_LABELS, classify_braggvectors  # noqa: E402
+from py4dstem_gnn.classify import SLICE_LABELS, classify_braggvectors  # noqa: E402
 from py4dstem_gnn.data.synthetic import Particle, au_nanoparticle_scan, detect_braggvectors  # noqa: E402
 
 

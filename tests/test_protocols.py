@@ -9,7 +9,7 @@ import pytest
 
 from py4dstem_gnn.data.structures import Manifest
 from py4dstem_gnn.evaluation import protocols as P
-from py4dstem_gnn.inference import Prediction
+from py4dstem_gnn.predict import Prediction
 from py4dstem_gnn.labels import SG_TO_CS
 
 SG_OF_CLASS = np.array([2, 14, 62, 139, 166, 194, 221])

@@ -9,7 +9,7 @@ pytest.importorskip("sklearn")
 
 from py4dstem_gnn.evaluation.reference import GradientBoostingReference, radial_histogram  # noqa: E402
 from py4dstem_gnn.geometry import descriptor_names  # noqa: E402
-from py4dstem_gnn.inference import Prediction  # noqa: E402
+from py4dstem_gnn.predict import Prediction  # noqa: E402
 from py4dstem_gnn.labels import SG_TO_CS  # noqa: E402
 
 # (space group, reduced net) per class: cubic square, hexagonal, orthorhombic rectangular

@@ -40,7 +40,7 @@ graph transformer is compared. It has two parts:
    consistent joint distribution ``P(SG) = P(CS) · P(SG | CS)``: its crystal-system marginals are
    exactly the crystal-system probabilities, and the reported space group is the most probable one
    *within the predicted crystal system* (the hierarchical decision of the paper, and the rule
-   :class:`py4dstem_gnn.inference.Prediction` applies to the model), so that the two labels of one
+   :class:`py4dstem_gnn.predict.Prediction` applies to the model), so that the two labels of one
    pattern never contradict each other.
 
 Security note: :meth:`RandomForestBaseline.save` / :meth:`RandomForestBaseline.load` use
@@ -304,9 +304,9 @@ class RandomForestBaseline(HierarchicalClassifier):
     Notes
     -----
     ``predict`` returns the same kind of object as
-    :func:`py4dstem_gnn.inference.predict_pointlists` (built with
-    :meth:`~py4dstem_gnn.inference.Prediction.from_probs`, so labels and confidence follow the
-    same rules as the model's), and :func:`py4dstem_gnn.inference.aggregate_views` combines its
+    :func:`py4dstem_gnn.predict.predict_pointlists` (built with
+    :meth:`~py4dstem_gnn.predict.Prediction.from_probs`, so labels and confidence follow the
+    same rules as the model's), and :func:`py4dstem_gnn.predict.aggregate_views` combines its
     views exactly as it does the model's. A crystal system absent from the training
     data gets a uniform ``P(SG | CS)`` over its space groups (the crystal-system forest never
     assigns it probability, so this never matters in practice); a crystal system with a single

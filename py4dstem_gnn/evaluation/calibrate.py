@@ -185,7 +185,7 @@ def calibrate_weights(
         The card fields ``confidence_calibration``, ``confidence_threshold`` and ``conformal``.
     """
     from ..data.dataset import PatternSet
-    from ..inference import predict_pointlists, resolve_device
+    from ..predict import predict_pointlists, resolve_device
     from ..weights import load_model, resolve_weights, update_card
 
     sources = val_set if isinstance(val_set, (list, tuple)) else [val_set]

@@ -15,7 +15,7 @@ held-out Bloch-wave test materials) and writes ``report.md``, ``results.json`` a
   two-fold cross-fitting over test materials when none is given — the report says which);
 * featurisation and inference time per pattern.
 
-Views are combined with the package's rule (:func:`py4dstem_gnn.inference.aggregate_views`:
+Views are combined with the package's rule (:func:`py4dstem_gnn.predict.aggregate_views`:
 normalised geometric mean of the probabilities) for both classifiers; the arithmetic mean (soft
 vote) is reported too.
 
@@ -93,7 +93,7 @@ def evaluate(
     k_views, n_draws, seed : int
         Multi-view aggregation settings.
     device, batch_size : optional
-        Passed to :func:`py4dstem_gnn.inference.predict_pointlists`.
+        Passed to :func:`py4dstem_gnn.predict.predict_pointlists`.
     max_patterns : int, optional
         Evaluate only the patterns of the first materials up to about this many patterns (quick runs).
     progress : bool

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, ContextManager, Sequence
 
 import numpy as np
 
-from ..inference import Prediction
+from ..predict import Prediction
 from ..labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
 
 __all__ = ["HierarchicalClassifier", "sklearn_classifier"]
@@ -268,7 +268,7 @@ class HierarchicalClassifier:
 
         Returns
         -------
-        py4dstem_gnn.inference.Prediction
+        py4dstem_gnn.predict.Prediction
             ``crystal_system (n,)``, ``space_group (n,)`` (most probable within the predicted
             crystal system), ``confidence (n,)`` (margin of the two largest crystal-system
             probabilities, as for the model), ``crystal_system_probs (n, 7)``,

@@ -383,7 +383,7 @@ def aggregate_probs(
         ``(n,)`` group keys.
     method : {"log", "mean"}
         ``"log"``: mean of log-probabilities (floored at the float32 ``tiny``) renormalised, the
-        rule of :func:`py4dstem_gnn.inference.aggregate_views`; ``"mean"``: arithmetic mean
+        rule of :func:`py4dstem_gnn.predict.aggregate_views`; ``"mean"``: arithmetic mean
         (soft voting).
 
     Returns
@@ -435,7 +435,7 @@ def aggregate_log_probs(log_probs: np.ndarray, groups: np.ndarray) -> tuple[np.n
 def consistent_argmax(cs_probs: np.ndarray, sg_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Crystal system (argmax) and the most probable space group within it (1-based).
 
-    The same rule as :class:`py4dstem_gnn.inference.Prediction`.
+    The same rule as :class:`py4dstem_gnn.predict.Prediction`.
     """
     cs = np.asarray(cs_probs).argmax(axis=1).astype(np.int64)
     allowed = SG_TO_CS[None, :] == cs[:, None]

@@ -133,7 +133,7 @@ def _load_reference(path: str) -> Any:
 
 def _predictor(kind: str, spec: str, device: str, batch_size: int | None, n_jobs: int, progress: bool) -> Callable:
     if kind == "network":
-        from ..inference import resolve_device
+        from ..predict import resolve_device
         from ..weights import load_model
         from .scoring import predict_model
 
@@ -155,7 +155,7 @@ def predict_per_protocol(pointlists: Sequence[np.ndarray], membership: Mapping[s
     The rows a spec predicts keep its labels and confidence, and the prediction its ``meta`` (the
     card's calibrations); the other rows hold uniform probabilities.
     """
-    from ..inference import Prediction
+    from ..predict import Prediction
 
     n = len(pointlists)
     out: dict[str, Any] = {}

@@ -151,7 +151,7 @@ def selective_protocols(
     Parameters
     ----------
     predictions : mapping
-        protocol -> :class:`~py4dstem_gnn.inference.Prediction` of the network serving it, one row
+        protocol -> :class:`~py4dstem_gnn.predict.Prediction` of the network serving it, one row
         per pattern, with ``crystal_system_probs``, ``space_group_probs`` and ``meta`` (the card's
         ``confidence_calibration`` and ``conformal``, as :func:`~py4dstem_gnn.predict_pointlists`
         records them). Rows outside a protocol are ignored.

@@ -184,7 +184,7 @@ def evaluate_protocols(
     Parameters
     ----------
     predictions : mapping
-        classifier name -> a :class:`~py4dstem_gnn.inference.Prediction` (or any object or
+        classifier name -> a :class:`~py4dstem_gnn.predict.Prediction` (or any object or
         mapping with ``crystal_system``, ``space_group`` and/or ``crystal_system_probs``,
         ``space_group_probs``) with one row per pattern; or name -> {protocol -> such a
         prediction} when a protocol has its own weights (e.g. the network trained on the

@@ -17,7 +17,7 @@ distribution ``P(SG) = P(CS) * P(SG | CS)`` (uniform ``P(SG | CS)`` over the sys
 groups for a system absent from training), so that the crystal-system marginals are exactly the
 crystal-system head's and the reported space group is the most probable one within the predicted
 crystal system, as for the network and the forest
-(:meth:`py4dstem_gnn.inference.Prediction.from_probs`). A flat 100+-class boosted head diverged
+(:meth:`py4dstem_gnn.predict.Prediction.from_probs`). A flat 100+-class boosted head diverged
 here without L2 regularisation (train accuracy 4 %); ``l2_regularization = 1`` keeps the Newton
 steps of rare classes bounded.
 
@@ -128,8 +128,8 @@ class GradientBoostingReference(HierarchicalClassifier):
     Notes
     -----
     :meth:`predict` returns the same kind of object as the network and the forest
-    (:class:`py4dstem_gnn.inference.Prediction`, ``confidence`` = margin of the two largest
-    crystal-system probabilities), so :func:`py4dstem_gnn.inference.aggregate_views` and the
+    (:class:`py4dstem_gnn.predict.Prediction`, ``confidence`` = margin of the two largest
+    crystal-system probabilities), so :func:`py4dstem_gnn.predict.aggregate_views` and the
     evaluation code treat all three alike. Loading (:meth:`load`) unpickles the file, which can
     execute arbitrary code: load only trusted files.
 

@@ -85,14 +85,14 @@ def predict_model(
 
     Returns
     -------
-    prediction : py4dstem_gnn.inference.Prediction
+    prediction : py4dstem_gnn.predict.Prediction
     timings : dict
         ``load_s``, ``predict_s`` (beam removal, padding and forward pass, whole set),
         ``per_pattern_ms``, ``threads``, ``device``.
     """
     import torch
 
-    from ..inference import predict_pointlists, resolve_device
+    from ..predict import predict_pointlists, resolve_device
     from ..weights import load_model
 
     dev = resolve_device(device)

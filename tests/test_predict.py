@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from py4dstem_gnn.inference import (
+from py4dstem_gnn.predict import (
     Prediction,
     _plan_batches,
     aggregate_views,
@@ -200,7 +200,7 @@ def test_consistent_labels_empty():
 
 def test_cuda_oom_halves_the_batch(monkeypatch):
     """A CUDA out-of-memory error splits the batch and retries (simulated on the CPU)."""
-    from py4dstem_gnn import inference
+    from py4dstem_gnn import predict as predict_mod
 
     calls: list[int] = []
 
@@ -213,21 +213,21 @@ def test_cuda_oom_halves_the_batch(monkeypatch):
         cs[np.arange(n), ragged.lengths[idx] % 7] = 1.0
         return cs, np.full((n, 230), 1 / 230, np.float32)
 
-    monkeypatch.setattr(inference, "_run_batch", fake_run_batch)
+    monkeypatch.setattr(predict_mod, "_run_batch", fake_run_batch)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     lists = [np.zeros((k, 3), np.float32) for k in range(19)]
-    cs_p, sg_p = inference._predict_spot_lists(lists, SpotCountModel(), torch.device("cuda"), batch_size=16)
+    cs_p, sg_p = predict_mod._predict_spot_lists(lists, SpotCountModel(), torch.device("cuda"), batch_size=16)
     assert calls[0] == 16 and max(calls[1:]) <= 8
     np.testing.assert_array_equal(cs_p.argmax(1), np.arange(19) % 7)
     # on the CPU the error is not swallowed
     with pytest.raises(torch.OutOfMemoryError):
-        inference._predict_spot_lists(lists, SpotCountModel(), torch.device("cpu"), batch_size=16)
+        predict_mod._predict_spot_lists(lists, SpotCountModel(), torch.device("cpu"), batch_size=16)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_ragged_padding_equals_collate(seed):
     from py4dstem_gnn.features import collate
-    from py4dstem_gnn.inference import RaggedSpots
+    from py4dstem_gnn.predict import RaggedSpots
 
     rng = np.random.default_rng(seed)
     lists = []

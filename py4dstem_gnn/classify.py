@@ -12,7 +12,7 @@ The public entry point is :func:`classify_braggvectors`. It
    calibrated origin, if it lies within ``direct_beam_tolerance`` (1/A)
    (:func:`~py4dstem_gnn.braggvectors.remove_direct_beam`);
 3. counts the diffracted spots, runs the model (batched by spot count, see
-   :mod:`py4dstem_gnn.inference`) on the positions with at least ``min_spots``;
+   :mod:`py4dstem_gnn.predict`) on the positions with at least ``min_spots``;
 4. post-processes: positions with fewer than ``min_spots`` diffracted spots or a
    confidence below ``confidence_threshold`` are invalid; a
    ``median_filter`` × ``median_filter`` majority filter over the *valid*
@@ -65,7 +65,7 @@ from .braggvectors import (  # re-exported: the reading stage lives in braggvect
     check_braggvectors,
     remove_direct_beam,
 )
-from .inference import (
+from .predict import (
     RaggedSpots,
     _load,
     _predict_spot_lists,

@@ -16,7 +16,7 @@ py4DSTEM = pytest.importorskip("py4DSTEM")
 from py4dstem_gnn.features import split_direct_beam  # noqa: E402
 from py4dstem_gnn.labels import SG_TO_CS  # noqa: E402
 from py4dstem_gnn.model import ModelOutput  # noqa: E402
-from py4dstem_gnn.py4dstem import (  # noqa: E402
+from py4dstem_gnn.classify import (  # noqa: E402
     SLICE_LABELS,
     calibrated_vectors,
     classify_braggvectors,

@@ -4,7 +4,7 @@ This module turns pointlists (``(n, 3)`` arrays of ``qx, qy`` in 1/A with the di
 beam near ``q = 0``, and intensity) into crystal-system and space-group predictions
 with a :class:`~py4dstem_gnn.model.PEAGGMoE` model.
 
-Decisions documented here (and relied on by :mod:`py4dstem_gnn.py4dstem`):
+Decisions documented here (and relied on by :mod:`py4dstem_gnn.classify`):
 
 * **Consistent labels.** ``crystal_system`` is the argmax of the crystal-system
   head's probabilities; ``space_group`` is the most probable space group *within*
