@@ -71,8 +71,8 @@ from .predict import (
     _predict_spot_lists,
     crystal_system_confidence,
 )
-from .calibration import LEGACY_MARGIN_THRESHOLD, model_calibrations, warn_uncalibrated
-from .conformal import check_coverage, cs_set_mask, mask_size
+from .confidence.calibration import LEGACY_MARGIN_THRESHOLD, model_calibrations, warn_uncalibrated
+from .confidence.conformal import check_coverage, cs_set_mask, mask_size
 from .labels import CRYSTAL_SYSTEMS, INVALID, N_CRYSTAL_SYSTEMS, SG_TO_CS
 
 __all__ = [

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "curve": ("py4dstem_gnn.training.curve", "training curves of one or more run lineages (loss, validation accuracy, compute)"),
     "evaluate": ("py4dstem_gnn.evaluation.evaluate", "evaluation report: model and random-forest baseline on the held-out set"),
     "protocols": ("py4dstem_gnn.evaluation.protocol_report", "accuracy per protocol (known, unseen-material, unseen-type) x regime x corruption, group-bootstrap intervals"),
-    "calibrate": ("py4dstem_gnn.evaluation.calibrate", "fit calibrated confidence, default threshold and conformal sets on validation data; write the weights' card"),
+    "calibrate": ("py4dstem_gnn.confidence.fit", "fit calibrated confidence, default threshold and conformal sets on validation data; write the weights' card"),
     "classify": ("py4dstem_gnn.classify_cli", "classify the BraggVectors of a py4DSTEM file and save the maps beside them"),
     "info": ("py4dstem_gnn.info", "the shipped default weights (or any model): card, parameter count, FLOPs per pattern"),
 }

@@ -51,7 +51,7 @@ from .batching import (  # noqa: F401 - re-exports
     _run_batch,
     _token_budget,
 )
-from .conformal import sg_set_size
+from .confidence.conformal import sg_set_size
 from .labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
 
 __all__ = [
@@ -110,7 +110,7 @@ class Prediction:
 
         See :func:`py4dstem_gnn.conformal.prediction_sets`.
         """
-        from .conformal import prediction_sets
+        from .confidence.conformal import prediction_sets
 
         return prediction_sets(self, coverage)
 
@@ -415,7 +415,7 @@ def predict_pointlists(
         spot_lists.append(np.asarray(spots, dtype=np.float32).reshape(-1, 3))
     cs_p, sg_p = _predict_spot_lists(spot_lists, net, dev, batch_size, progress, autocast)
     n_spots = np.fromiter((len(s) for s in spot_lists), np.int64, len(spot_lists))
-    from .calibration import apply_model_calibration
+    from .confidence.calibration import apply_model_calibration
 
     return apply_model_calibration(Prediction.from_probs(cs_p, sg_p, n_spots), net)
 

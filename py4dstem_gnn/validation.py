@@ -40,6 +40,7 @@ __all__ = [
     "finite_vectors",
     "check_batch_size",
     "check_tolerance",
+    "resolve_device",
     "check_device",
     "check_model",
     "check_classify_parameters",
@@ -248,10 +249,25 @@ def check_tolerance(direct_beam_tolerance: Any) -> float:
     return tol
 
 
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"`` / a name / a device into a :class:`torch.device`.
+
+    ``"auto"`` (or None) picks ``"cuda"`` when available, else ``"cpu"``; a ValueError if CUDA is
+    requested but not available. (``py4dstem_gnn.predict.resolve_device`` is the same function.)
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif device is None or str(device) == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(str(device))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
+    return dev
+
+
 def check_device(device: Any) -> torch.device:
     """Resolve ``device`` ("auto", a name or a torch.device) with a ValueError for bad names."""
-    from .predict import resolve_device
-
     if device is not None and not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be 'auto', a device name such as 'cpu' or 'cuda', or a torch.device; got {device!r}")
     try:
@@ -304,9 +320,8 @@ def check_groups(pred: Any, groups: Any) -> np.ndarray:
     ValueError
         ``groups`` is not one key per pattern, or holds NaN keys.
     """
-    from .predict import Prediction
-
-    if not isinstance(pred, Prediction):
+    # duck-typed (a Prediction has both probability arrays): validation sits below predict
+    if not all(hasattr(pred, a) for a in ("crystal_system_probs", "space_group_probs", "n_spots")):
         raise TypeError(f"pred must be a Prediction (from predict_pointlists); got {type(pred).__name__}")
     if groups is None or isinstance(groups, (str, bytes)):
         raise TypeError(f"groups must be a sequence of one group key per pattern; got {groups!r}")

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from py4dstem_gnn.calibration import (
+from py4dstem_gnn.confidence.calibration import (
     ConfidenceCalibration,
     fit_isotonic,
     model_calibrations,
     raw_score,
     threshold_for_goal,
 )
-from py4dstem_gnn.evaluation.calibrate import calibrate_weights
+from py4dstem_gnn.confidence.fit import calibrate_weights
 
 
 def test_raw_scores():

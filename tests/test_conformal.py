@@ -7,13 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from py4dstem_gnn.conformal import (
+from py4dstem_gnn.confidence.conformal import (
     ConformalCalibration,
     check_coverage,
     conformal_quantile,
     cs_set_mask,
     decode_mask,
-    fit_conformal,
     mask_contains,
     mask_label,
     mask_size,
@@ -21,6 +20,7 @@ from py4dstem_gnn.conformal import (
     sg_set_size,
     space_group_sets,
 )
+from py4dstem_gnn.confidence.fit import fit_conformal
 from py4dstem_gnn.predict import Prediction, aggregate_views
 from py4dstem_gnn.labels import SG_TO_CS
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from py4dstem_gnn.calibration import ConfidenceCalibration, raw_score
-from py4dstem_gnn.conformal import ConformalCalibration
+from py4dstem_gnn.confidence.calibration import ConfidenceCalibration, raw_score
+from py4dstem_gnn.confidence.conformal import ConformalCalibration
 from py4dstem_gnn.data.structures import Manifest
 from py4dstem_gnn.evaluation import protocol_selective as S
 from py4dstem_gnn.evaluation import protocols as P

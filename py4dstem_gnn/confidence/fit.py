@@ -1,10 +1,10 @@
 """Fitting the confidence calibration and conformal sets of weights on validation data.
 
 :func:`calibrate_weights` runs the model over stored validation pattern sets, fits the maps of
-:mod:`py4dstem_gnn.calibration` (calibrated confidence and its default threshold) and of
-:mod:`py4dstem_gnn.conformal` (prediction sets per coverage level and number of views), and writes
+:mod:`py4dstem_gnn.confidence.calibration` (calibrated confidence and its default threshold) and of
+:mod:`py4dstem_gnn.confidence.conformal` (prediction sets per coverage level and number of views), and writes
 them into the weights' JSON card: the safetensors file and its SHA-256 do not change. Command line:
-``python -m py4dstem_gnn.evaluation.calibrate --weights default --val data/bloch_val.h5 ...``
+``python -m py4dstem_gnn.confidence.fit --weights default --val data/bloch_val.h5 ...``
 (``--dry-run`` prints the fields instead of writing them).
 
 Exchangeability: the sets and the threshold are valid for data like the calibration data. The
@@ -21,11 +21,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..calibration import RAW_SCORES, ConfidenceCalibration, fit_isotonic, raw_score, threshold_for_goal
-from ..labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS
-from .metrics import aggregate_probs, draw_views
+from ..evaluation.metrics import aggregate_probs, draw_views
+from ..labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
+from .calibration import RAW_SCORES, ConfidenceCalibration, fit_isotonic, raw_score, threshold_for_goal
+from .conformal import DEFAULT_LEVELS, ConformalCalibration, check_coverage, conformal_quantile
 
-__all__ = ["aggregated_calibration_data", "fit_calibrations", "calibrate_weights", "main"]
+__all__ = ["aggregated_calibration_data", "fit_calibrations", "fit_conformal", "calibrate_weights", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +110,12 @@ def fit_calibrations(
     n_draws, seed : int
         Seeded draws of ``k`` views per material (pooled).
     coverage_levels, default_coverage
-        See :func:`py4dstem_gnn.conformal.fit_conformal`.
+        See :func:`py4dstem_gnn.confidence.fit.fit_conformal`.
 
     Returns
     -------
-    ConfidenceCalibration, py4dstem_gnn.conformal.ConformalCalibration
+    ConfidenceCalibration, py4dstem_gnn.confidence.conformal.ConformalCalibration
     """
-    from ..conformal import fit_conformal
-    from ..labels import SG_TO_CS
 
     cs_probs = np.asarray(cs_probs, dtype=np.float64)
     sg_true = np.asarray(sg_true, dtype=np.int64)
@@ -148,6 +147,73 @@ def fit_calibrations(
         levels=coverage_levels, default_coverage=default_coverage,
     )
     return cal, conformal
+
+
+def fit_conformal(
+    cs_probs: np.ndarray,
+    sg_probs: np.ndarray,
+    sg_true: np.ndarray,
+    groups: np.ndarray,
+    *,
+    views: Sequence[int] = tuple(range(1, 11)),
+    n_draws: int = 5,
+    seed: int = 0,
+    levels: Sequence[float] | None = None,
+    default_coverage: float = 0.9,
+) -> ConformalCalibration:
+    """Conformal quantiles of both heads on validation predictions, per number of views.
+
+    Parameters
+    ----------
+    cs_probs, sg_probs : numpy.ndarray
+        ``(n, 7)`` and ``(n, 230)`` probabilities of the validation patterns.
+    sg_true : numpy.ndarray
+        ``(n,)`` true space groups 1..230.
+    groups : numpy.ndarray
+        ``(n,)`` material of every pattern.
+    views : sequence of int
+        Numbers of views to calibrate (``1`` = single patterns); a ``k`` that no material
+        reaches is skipped.
+    n_draws, seed : int
+        Seeded draws of ``k`` views per material, pooled into the calibration points of ``k``.
+    levels : sequence of float, optional
+        Coverage levels (:data:`DEFAULT_LEVELS` by default).
+    default_coverage : float
+        Coverage used when none is requested.
+
+    Returns
+    -------
+    ConformalCalibration
+    """
+    lv = np.asarray(DEFAULT_LEVELS if levels is None else sorted(levels), dtype=np.float64)
+    check_coverage(default_coverage)
+    cs_probs = np.asarray(cs_probs, dtype=np.float64)
+    sg_probs = np.asarray(sg_probs, dtype=np.float64)
+    sg_true = np.asarray(sg_true, dtype=np.int64)
+    by_views: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
+    for k in sorted(set(int(v) for v in views)):
+        if k <= 1:
+            cs_k, sg_k, y = cs_probs, sg_probs, sg_true
+        else:
+            cs_k, sg_k, y = aggregated_calibration_data(cs_probs, sg_probs, sg_true, groups, k, n_draws, seed)
+        if len(y) == 0:
+            continue
+        rows = np.arange(len(y))
+        s_cs = 1.0 - cs_k[rows, SG_TO_CS[y - 1]]
+        s_sg = 1.0 - sg_k[rows, y - 1]
+        by_views[k] = (
+            int(len(y)),
+            np.array([conformal_quantile(s_cs, a) for a in lv]),
+            np.array([conformal_quantile(s_sg, a) for a in lv]),
+        )
+    if not by_views:
+        raise ValueError("no calibration points: empty validation data")
+    info = {
+        "method": "split conformal, nonconformity 1 - p(true class) (LAC); set = classes with p >= 1 - q plus "
+        "the most probable; q per coverage level and number of aggregated views",
+        "views_draws": {"n_draws": int(n_draws), "seed": int(seed)},
+    }
+    return ConformalCalibration(lv, by_views, float(default_coverage), info)
 
 
 def calibrate_weights(
@@ -222,7 +288,7 @@ def calibrate_weights(
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m py4dstem_gnn.evaluation.calibrate`` (``py4dstem-gnn calibrate``)."""
+    """Arguments of ``python -m py4dstem_gnn.confidence.fit`` (``py4dstem-gnn calibrate``)."""
     parser.add_argument("--weights", default="default", help="weights name or path (its JSON card is updated)")
     parser.add_argument("--val", nargs="+", required=True, help="validation pattern set(s) (HDF5)")
     parser.add_argument("--goal", type=float, default=0.9, help="accuracy goal of the default threshold")
@@ -252,10 +318,10 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m py4dstem_gnn.evaluation.calibrate ...``."""
+    """``python -m py4dstem_gnn.confidence.fit ...``."""
     from ..cli import module_main
 
-    return module_main(configure_parser, run_cli, argv, prog="python -m py4dstem_gnn.evaluation.calibrate",
+    return module_main(configure_parser, run_cli, argv, prog="python -m py4dstem_gnn.confidence.fit",
                        description=__doc__.splitlines()[0])
 
 
