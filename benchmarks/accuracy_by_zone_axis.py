@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     predictions = {"PE-AG-GMoE": predict_pointlists(ps.pointlists, model=args.weights, device="cpu")}
     if args.rf:
-        from py4dstem_gnn.evaluation.baseline import RandomForestBaseline
+        from py4dstem_gnn.baselines.forest import RandomForestBaseline
 
         predictions["random forest"] = RandomForestBaseline.load(args.rf).predict(ps.pointlists)
     cs, sg = np.asarray(ps.crystal_system), np.asarray(ps.space_group)

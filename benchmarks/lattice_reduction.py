@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def reference_section(args: argparse.Namespace, test: PatternSet) -> list[str]:
     """Train the gradient-boosting reference on the training set, score it on the whole test set."""
-    from py4dstem_gnn.evaluation.reference import GradientBoostingReference, radial_histogram
+    from py4dstem_gnn.baselines.reference import GradientBoostingReference, radial_histogram
     from py4dstem_gnn.geometry import descriptors_from_geometry
 
     train = PatternSet.from_hdf5(args.train)

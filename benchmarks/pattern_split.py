@@ -32,7 +32,7 @@ import time
 import numpy as np
 from _report import command_line, run_split_experiment, write_report
 
-from py4dstem_gnn.evaluation.baseline import RandomForestBaseline
+from py4dstem_gnn.baselines.forest import RandomForestBaseline
 from py4dstem_gnn.predict import predict_pointlists
 from py4dstem_gnn.weights import load_model
 from py4dstem_gnn.data.sources import KinematicSource

@@ -4,7 +4,7 @@
 The patterns follow the training recipe of the network (conventional-cell zone axes with a share at
 random orientations, the Bloch-matched spot selection, calibrated augmentation), drawn from the training
 side of the protocol's split (``known``: the whole pool). The fitted reference is written with joblib
-(pickle: load only files you made) for ``py4dstem-gnn protocols --reference PROTOCOL=PATH``.
+(pickle: load only files you made) for ``py4dstem-gnn evaluate --reference PROTOCOL=PATH``.
 
 Usage::
 
@@ -22,8 +22,8 @@ import time
 import numpy as np
 
 from py4dstem_gnn.data.sources import KinematicSource
-from py4dstem_gnn.evaluation.baseline import RandomForestBaseline
-from py4dstem_gnn.evaluation.reference import GradientBoostingReference
+from py4dstem_gnn.baselines.forest import RandomForestBaseline
+from py4dstem_gnn.baselines.reference import GradientBoostingReference
 from py4dstem_gnn.training.cli import PROTOCOL_SPLITS
 
 logger = logging.getLogger("train_reference")

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from py4dstem_gnn.evaluation import baseline as bl  # noqa: E402
+from py4dstem_gnn.baselines import forest as bl  # noqa: E402
 from py4dstem_gnn.predict import Prediction, aggregate_views  # noqa: E402
 from py4dstem_gnn.labels import SG_TO_CS  # noqa: E402
 

@@ -1,8 +1,8 @@
-"""Tests of the evaluation report on a tiny random model, a tiny RF and a tiny synthetic set."""
+"""The per-classifier detail of the report (paper tables, figures, calibration) on a tiny model, a tiny RF
+and a tiny synthetic set; the command line recorded in the report."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 
@@ -11,9 +11,10 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from py4dstem_gnn.evaluation import evaluate as ev  # noqa: E402
-from py4dstem_gnn.evaluation import scoring  # noqa: E402
-from py4dstem_gnn.evaluation.baseline import RandomForestBaseline  # noqa: E402
+from py4dstem_gnn.baselines.forest import RandomForestBaseline  # noqa: E402
+from py4dstem_gnn.data.structures import Manifest  # noqa: E402
+from py4dstem_gnn.evaluation import cli as ev  # noqa: E402
+from py4dstem_gnn.evaluation.report import evaluate, write_report  # noqa: E402
 from py4dstem_gnn.labels import SG_TO_CS  # noqa: E402
 
 
@@ -74,96 +75,62 @@ def tiny_model():
     return PEAGGMoE(cfg).eval()
 
 
-def test_report_model_and_rf(tmp_path, tiny_rf, tiny_model):
+def _report(tmp_path, test, preds, **kw):
+    """evaluate() with only the known protocol populated (every material in the pool), written to tmp_path."""
+    n_mat = int(test.material.max()) + 1
+    sg = np.zeros(n_mat, dtype=np.int64)
+    sg[test.material] = test.space_group
+    m = Manifest({"material": np.arange(n_mat), "space_group": sg, "group": np.arange(n_mat),
+                  "split_type": np.full(n_mat, "train"), "split_material": np.full(n_mat, "train")}, {})
+    patterns = {"material": test.material, "space_group": test.space_group, "regime": np.zeros(len(test), int)}
+    payload = evaluate(preds, patterns, m, n_boot=50, figure_dir=tmp_path, **kw)
+    return payload, write_report(payload, tmp_path, "t").read_text()
+
+
+def test_detail_of_model_and_rf(tmp_path, tiny_rf, tiny_model):
+    from py4dstem_gnn.predict import predict_pointlists
+
     test = _tiny_set(seed=2)
     val = _tiny_set(n_materials=4, seed=3)
-    payload = ev.evaluate(test, model=tiny_model, rf=tiny_rf, out_dir=tmp_path, validation=val,
-                          k_views=5, n_draws=3, seed=0, device="cpu", progress=False)
-    report = (tmp_path / "report.md").read_text()
-    for needle in ("PE-AG-GMoE", "Random forest", "89.2", "74.2", "85.5", "Table 2", "Table 4",
-                   "ECE", "validation set", "Time per pattern", "cubic"):
-        assert needle in report, needle
-    for f in payload["figures"]:
-        assert (tmp_path / f).stat().st_size > 1000
-    res = json.loads((tmp_path / "results.json").read_text())["results"]
-    assert set(res) == {"model", "rf"}
-    for r in res.values():
-        assert 0.0 <= r["cs_accuracy"] <= 1.0
-        assert len(r["multiview_log"]["cs_accuracy_draws"]) == 3
-        assert r["n_patterns"] == len(test)
-        assert r["timings"]["per_pattern_ms"] > 0
+    net = predict_pointlists(test.pointlists, model=tiny_model, device="cpu")
+    net.meta["timings"] = {"per_pattern_ms": 0.5, "n": len(test), "threads": 1}
+    validation = {"space_group": val.space_group, "network": predict_pointlists(val.pointlists, model=tiny_model),
+                  "forest": tiny_rf.predict(val.pointlists)}
+    payload, md = _report(tmp_path, test, {"network": net, "forest": tiny_rf.predict(test.pointlists)},
+                          k_views=(5,), n_draws=3, validation=validation)
+    for needle in ("PE-AG-GMoE", "random forest (Gleason", "89.2", "74.2", "85.5", "Table 2", "Table 4",
+                   "ECE", "validation set", "Time per pattern", "cubic", "soft vote"):
+        assert needle in md, needle
+    for f in payload["detail"]["figures"]:
+        assert (tmp_path / f).stat().st_size > 1000 and f"({f})" in md
+    det = payload["detail"]["classifiers"]
+    assert set(det) == {"network", "forest"}
+    cells = {(c["protocol"], c["regime"]): c["classifiers"] for c in payload["cells"]}
+    for name, r in det.items():
+        # the detail and the protocol table agree on the same patterns
+        assert r["cs_accuracy"] == pytest.approx(cells[("known", "zone_axis")][name]["cs_1"]["mean"])
+        assert [e["k"] for e in r["views_curve"]] == [1, 5]
+        assert np.sum(r["cs_confusion"]) == len(test) and np.sum(r["cs_confusion_k"]) == 8
+        assert r["calibration"]["temperature_source"] == "validation set"
+    assert det["network"]["timings"]["per_pattern_ms"] == 0.5 and det["forest"]["timings"] is None
     # the RF separates this easy task; after aggregation over 5 views it is right
-    assert res["rf"]["multiview_log"]["cs_mean"] == pytest.approx(1.0)
+    assert det["forest"]["views_curve"][-1]["cs"] == pytest.approx(1.0)
 
 
-def test_rf_only_report_with_cross_fitted_temperature(tmp_path, tiny_rf):
+def test_detail_cross_fits_the_temperature_and_takes_labels_only(tmp_path, tiny_rf):
     test = _tiny_set(seed=4)
-    payload = ev.evaluate(test, model=None, rf=tiny_rf, out_dir=tmp_path, k_views=10, n_draws=2,
-                          progress=False, max_patterns=60)
-    assert set(payload["results"]) == {"rf"}
-    assert payload["results"]["rf"]["n_patterns"] <= 60
-    report = (tmp_path / "report.md").read_text()
-    assert "cross-fitting" in report and "PE-AG-GMoE" not in report.split("## Headline")[1].split("##")[0]
-
-
-def test_cli_trains_saves_and_reuses_rf(tmp_path, monkeypatch):
-    pytest.importorskip("h5py")
-    train, test = _tiny_set(seed=5), _tiny_set(seed=6)
-    fake = lambda src, group=None: {"train.h5": train, "test.h5": test}[str(src)]  # noqa: E731
-    monkeypatch.setattr(ev, "load_pattern_set", fake)
-    monkeypatch.setattr(scoring, "load_pattern_set", fake)
-    parser = argparse.ArgumentParser()
-    ev.configure_parser(parser)
-    rf_path = tmp_path / "rf.joblib"
-    args = parser.parse_args(["--train-rf-only", "--rf", str(tmp_path / "only.joblib"), "--rf-train-set", "train.h5",
-                              "--no-progress"])
-    assert ev.run_cli(args) == 0
-    assert (tmp_path / "only.joblib").is_file()
-    assert ev.run_cli(parser.parse_args(["--weights", "none"])) == 2  # no test set
-    args = parser.parse_args(["--test", "test.h5", "--weights", "none", "--rf", str(rf_path),
-                              "--rf-train-set", "train.h5", "--out", str(tmp_path / "rep"),
-                              "--views", "4", "--draws", "2", "--no-progress"])
-    assert ev.run_cli(args) == 0
-    assert rf_path.is_file() and (tmp_path / "rep" / "report.md").is_file()
-    info = json.loads((tmp_path / "rep" / "results.json").read_text())["info"]["rf_info"]
-    assert info["data"][0]["kind"] == "stored pattern set"
-    # second run reuses the saved forest
-    args = parser.parse_args(["--test", "test.h5", "--weights", "none", "--rf", str(rf_path),
-                              "--out", str(tmp_path / "rep2"), "--no-progress"])
-    assert ev.run_cli(args) == 0
-    assert (tmp_path / "rep2" / "report.md").is_file()
-
-
-def test_nothing_to_evaluate_raises(tmp_path):
-    with pytest.raises(ValueError):
-        ev.evaluate(_tiny_set(), model=None, rf=None, out_dir=tmp_path)
-
-
-def test_cli_writes_the_headline_into_the_weights_card(tmp_path, monkeypatch, tiny_model, tiny_rf):
-    from py4dstem_gnn.weights import load_model, save_weights, sha256_of
-
-    test = _tiny_set(seed=7)
-    monkeypatch.setattr(ev, "load_pattern_set", lambda src, group=None: test)
-    path = save_weights(tiny_model, tmp_path / "w", "tiny")
-    digest = sha256_of(path)
-    tiny_rf.save(tmp_path / "rf.joblib")
-    parser = argparse.ArgumentParser()
-    ev.configure_parser(parser)
-    args = parser.parse_args(["--test", "test.h5", "--weights", str(path), "--rf", str(tmp_path / "rf.joblib"),
-                              "--out", str(tmp_path / "rep"), "--views", "4", "--draws", "1", "--no-progress",
-                              "--update-card"])
-    assert ev.run_cli(args) == 0
-    card = json.loads(path.with_suffix(".json").read_text())["evaluation"]
-    res = json.loads((tmp_path / "rep" / "results.json").read_text())["results"]
-    assert card["accuracy_percent"]["crystal_system_1_pattern"] == round(100 * res["model"]["cs_accuracy"], 1)
-    assert card["random_forest_same_data_percent"]["space_group_4_views"] == round(100 * res["rf"]["multiview_log"]["sg_mean"], 1)
-    assert card["targets_met"] is False and card["gap_to_paper_points"]["crystal_system_1_pattern"] < 0
-    assert sha256_of(path) == digest
-    load_model(path)  # the card still matches the tensors
+    rf = tiny_rf.predict(test.pointlists)
+    labels = {"crystal_system": rf.crystal_system, "space_group": rf.space_group}
+    payload, md = _report(tmp_path, test, {"forest": rf, "labels": labels}, k_views=(10,), n_draws=2)
+    assert "cross-fitting" in md
+    assert "calibration" not in payload["detail"]["classifiers"]["labels"]
+    assert payload["detail"]["classifiers"]["labels"]["cs_accuracy"] == payload["detail"]["classifiers"]["forest"]["cs_accuracy"]
+    no_detail, _ = _report(tmp_path / "x", test, {"forest": rf}, detail=None)
+    assert "detail" not in no_detail
 
 
 def test_recorded_command_keeps_global_options_before_the_command():
-    assert ev._command_line(["/bin/py4dstem-gnn", "-v", "evaluate", "--weights", "default", "--out", "a b"]) == \
-        "py4dstem-gnn -v evaluate --weights default --out 'a b'"
-    assert ev._command_line(["/bin/py4dstem-gnn", "evaluate", "--test", "t.h5"]) == "py4dstem-gnn evaluate --test t.h5"
+    assert ev._command_line(["/bin/py4dstem-gnn", "-v", "evaluate", "--weights", "default", "--name", "a b"]) == \
+        "py4dstem-gnn -v evaluate --weights default --name 'a b'"
+    assert ev._command_line(["/bin/py4dstem-gnn", "protocols", "--name", "t"]) == "py4dstem-gnn protocols --name t"
     assert ev._command_line(["python", "-c"]) is None

@@ -1,4 +1,4 @@
-"""Selective prediction and conformal coverage in the protocol report (evaluation.protocol_selective)."""
+"""Selective prediction and conformal coverage in the report (evaluation.report), for any classifier."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from py4dstem_gnn.confidence.calibration import ConfidenceCalibration, raw_score
 from py4dstem_gnn.confidence.conformal import ConformalCalibration
 from py4dstem_gnn.data.structures import Manifest
-from py4dstem_gnn.evaluation import protocol_selective as S
 from py4dstem_gnn.evaluation import protocols as P
+from py4dstem_gnn.evaluation import report as R
+from py4dstem_gnn.evaluation.markdown import render_selective_markdown
 from py4dstem_gnn.evaluation.selective import aurc
 from py4dstem_gnn.predict import Prediction
 from py4dstem_gnn.labels import SG_TO_CS
@@ -76,11 +77,14 @@ def _with(pred: Prediction, **meta) -> Prediction:
     return out
 
 
-def _run(case, pred, tmp_path=None, **kw):
+def _run(case, pred, tmp_path=None, name="network", **kw):
+    """The selective section of the report for one classifier: {"settings", "protocols"}."""
     c = case
-    return S.selective_protocols({p: pred for p in P.PROTOCOLS}, c["material"], c["sg"], c["regime"], c["corrupted"],
-                                 c["m"], c["member"], weights={p: "w.safetensors" for p in P.PROTOCOLS},
-                                 n_boot=200, seed=0, figure_dir=tmp_path, **kw)
+    patterns = {k: c[k] for k in ("material", "regime", "corrupted")} | {"space_group": c["sg"]}
+    res = R.evaluate({name: pred}, patterns, c["m"], membership=c["member"], k_views=(2,), n_draws=1, n_boot=200,
+                     seed=0, detail=None, weights={name: {p: "w.safetensors" for p in P.PROTOCOLS}},
+                     figure_dir=tmp_path, **kw)
+    return {"settings": res["selective"]["settings"], "protocols": res["selective"]["classifiers"].get(name, [])}
 
 
 def _sel(case, proto, regime, corruption):
@@ -149,7 +153,7 @@ def test_threshold_labelled_fraction_and_conformal_coverage(case):
             assert r["coverage"]["mean"] == 1.0 and r["mean_set_size"]["mean"] == 7.0
             assert r["sg_coverage"]["mean"] == 1.0 and r["sg_mean_set_size"]["mean"] == 230.0
     assert any(r["below_nominal"] for r in cov)  # random patterns are right ~40 % of the time
-    md = S.render_selective_markdown(res)
+    md = render_selective_markdown(res)
     assert "## Selective prediction (network)" in md and "### Risk–coverage and abstention" in md
     assert "### Raw scores compared by AURC" in md and "## Conformal crystal-system sets" in md
     assert "hand-written test calibration" in md and "**short**" in md and "(card default)" in md
@@ -168,7 +172,7 @@ def test_without_calibration(case):
     assert "labelled" not in r and "target" not in r and r["threshold"] is None
     sel = _sel(c, "known", r["regime"], r["corruption"])
     assert r["aurc"]["mean"] == pytest.approx(aurc(raw_score(c["pred"].crystal_system_probs[sel]), c["correct"][sel]))
-    md = S.render_selective_markdown(res)
+    md = render_selective_markdown(res)
     assert "raw margin" in md and "No conformal calibration in the card" in md
     assert "Conformal" in md and "CS coverage" not in md
 
@@ -198,7 +202,7 @@ def test_cli_report_with_card_calibration(tmp_path, monkeypatch):
     for proto in P.PROTOCOLS:
         assert (out / f"risk_coverage_{proto}.png").is_file() and f"(risk_coverage_{proto}.png)" in md
     assert "## Selective prediction (network)" in md and "## Conformal crystal-system sets" in md
-    sel = {p["protocol"]: p for p in payload["selective"]["protocols"]}
+    sel = {p["protocol"]: p for p in payload["selective"]["classifiers"]["network"]}
     cells = {(x["protocol"], x["regime"], x["corruption"]): x for x in payload["cells"]}
     for proto in ("known", "unseen-material"):
         assert sel[proto]["weights"] == str(w_cal) and sel[proto]["calibration"]["threshold"] == 0.0
@@ -219,3 +223,19 @@ def test_cli_report_with_card_calibration(tmp_path, monkeypatch):
                "--corruption", "training", "--views", "2", "--draws", "1", "--boot", "20", "--no-progress",
                "--no-selective"])
     assert rc == 0 and "selective" not in json.loads((tmp_path / "reports" / "plain" / "protocols.json").read_text())
+
+
+def test_another_classifier_with_its_own_confidence(case, tmp_path):
+    """A classifier is one more prediction object: labels and a confidence are enough for risk–coverage."""
+    c = case
+    conf = np.where(c["correct"], 0.9, 0.2)
+    match = {"crystal_system": c["pred"].crystal_system, "space_group": c["pred"].space_group, "confidence": conf}
+    res = _run(c, match, tmp_path, name="match")
+    p = res["protocols"][0]
+    assert p["calibration"]["confidence"] == "the classifier's own confidence" and "score_comparison" not in p
+    assert p["figure"] == "risk_coverage_match_known.png" and (tmp_path / p["figure"]).is_file()
+    for r in p["conditions"]:
+        sel = _sel(c, "known", r["regime"], r["corruption"])
+        assert r["aurc"]["mean"] == pytest.approx(aurc(conf[sel], c["correct"][sel]))
+        assert r["aurc"]["mean"] <= 1.0 - r["accuracy"]["mean"] + 1e-12  # a confidence that knows right from wrong
+    assert "## Selective prediction (match)" in render_selective_markdown(res, "match")

@@ -1,4 +1,4 @@
-"""Protocol tables (evaluation.protocols) on a synthetic pool with known answers, and the CLI end to end."""
+"""Protocol tables (evaluation.protocols) on a synthetic pool with known answers, and the report CLI end to end."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from py4dstem_gnn.data.structures import Manifest
 from py4dstem_gnn.evaluation import protocols as P
+from py4dstem_gnn.evaluation.markdown import render_protocols_markdown
 from py4dstem_gnn.predict import Prediction
 from py4dstem_gnn.labels import SG_TO_CS
 
@@ -146,7 +147,7 @@ def test_per_protocol_predictions_and_json(case):
     assert _cell(res, "known", "zone_axis", "corrupted")["classifiers"]["network"]["cs_1"]["mean"] < 1.0
     assert res["differences"] == []
     json.dumps(res, allow_nan=False)  # strict JSON: nan -> None
-    md = P.render_protocols_markdown(res, title="t", info={"weights": "x"})
+    md = render_protocols_markdown(res, title="t", info={"weights": "x"})
     assert md.startswith("# t") and "| known | zone_axis | clean | network |" in md
     assert "## By crystal system" in md and "## By group size" in md and "Cost of corruption" in md
     assert "CS 2 views" in md and "CS 4 views" in md
@@ -200,7 +201,7 @@ def test_cli_end_to_end_with_tiny_model_and_forest(tmp_path, monkeypatch, capsys
     pytest.importorskip("h5py")
     pytest.importorskip("sklearn")
     from py4dstem_gnn.cli import main
-    from py4dstem_gnn.evaluation.baseline import RandomForestBaseline
+    from py4dstem_gnn.baselines.forest import RandomForestBaseline
     from py4dstem_gnn.toy import ToyLatticeSource, tiny_model
     from py4dstem_gnn.weights import save_weights
 
@@ -237,6 +238,14 @@ def test_cli_end_to_end_with_tiny_model_and_forest(tmp_path, monkeypatch, capsys
     assert f"unseen-type: {w_type}" in payload["info"]["network per protocol"]
     assert "unseen-material: " + str(w_all) in payload["info"]["network per protocol"]
     assert "| unseen-type | random | corrupted | network |" in md and "network − forest" in md
+    # one report: selective prediction for every classifier with a confidence, and the detail section
+    assert set(payload["selective"]["classifiers"]) == {"network", "forest"}
+    assert "## Selective prediction (forest)" in md and (out / "risk_coverage_forest_known.png").is_file()
+    assert "## Detail: `known`, clean patterns" in md and "Table 2 layout" in md and "Time per pattern" in md
+    assert set(payload["detail"]["classifiers"]) == {"network", "forest"}
+    for f in ("confusion_crystal_system.png", "confidence_histogram.png", "reliability_crystal_system.png",
+              "accuracy_vs_views.png", "accuracy_by_crystal_system.png"):
+        assert (out / f).stat().st_size > 1000 and f in payload["figures"]
     for c in payload["cells"]:
         for r in c["classifiers"].values():
             assert 0.0 <= r["cs_1"]["mean"] <= 1.0 and r["cs_1"]["low"] <= r["cs_1"]["mean"] <= r["cs_1"]["high"]
@@ -253,7 +262,7 @@ def test_cli_end_to_end_with_tiny_model_and_forest(tmp_path, monkeypatch, capsys
 
 
 def test_parse_specs():
-    from py4dstem_gnn.evaluation.protocol_report import parse_specs
+    from py4dstem_gnn.evaluation.cli import parse_specs
 
     assert parse_specs([], {"known": "default"}) == {"known": "default"}
     assert parse_specs(["a.safetensors"]) == {p: "a.safetensors" for p in P.PROTOCOLS}

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from py4dstem_gnn.evaluation.reference import GradientBoostingReference, radial_histogram  # noqa: E402
+from py4dstem_gnn.baselines.reference import GradientBoostingReference, radial_histogram  # noqa: E402
 from py4dstem_gnn.geometry import descriptor_names  # noqa: E402
 from py4dstem_gnn.predict import Prediction  # noqa: E402
 from py4dstem_gnn.labels import SG_TO_CS  # noqa: E402

@@ -8,8 +8,6 @@ import pytest
 from py4dstem_gnn.evaluation.selective import (
     aurc,
     compare_scores,
-    comparison_table,
-    condition_table,
     coverage_by_condition,
     mean_selective_accuracy,
     oracle_aurc,
@@ -64,8 +62,6 @@ def test_compare_scores_ranks_an_informative_score_first():
     assert rows[0].coverage_at_goal == pytest.approx(np.floor(correct.sum() / 0.9) / n, abs=1.5 / n)
     for r in rows:
         assert r.aurc.low <= r.aurc.mean <= r.aurc.high
-    table = comparison_table(rows)
-    assert "oracle_like" in table and table.count("\n") == len(rows) + 1
     with pytest.raises(ValueError, match="values"):
         compare_scores(probs, cs_true, groups, {"short": np.ones(3)})
 
@@ -87,7 +83,6 @@ def test_coverage_by_condition_per_protocol_and_regime():
     assert by[("known", "random")]["within_2_points"] is False
     one = coverage_by_condition(covered, size, groups, n_boot=100)
     assert len(one) == 1 and one[0]["protocol"] == "all" and one[0]["n_groups"] == 4
-    assert "mean_set_size" in condition_table(rows, ["coverage", "mean_set_size", "nominal"])
 
 
 def test_selective_by_condition_counts_labelled_patterns():

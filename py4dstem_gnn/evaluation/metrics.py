@@ -12,9 +12,9 @@ the random-forest baseline are scored by the same code:
 * :func:`fit_temperature`, :func:`apply_temperature`: temperature scaling (one scalar ``T``
   dividing the log-probabilities, fitted by minimising the negative log-likelihood on a
   validation set with a bounded golden-section search over ``log T``);
-* :func:`draw_views`, :func:`aggregate_probs`, :func:`consistent_argmax`,
-  :func:`multiview_evaluation`: accuracy after combining ``k`` randomly drawn patterns
-  (orientations) of each material, repeated over seeded draws (mean and spread);
+* :func:`draw_views`, :func:`aggregate_probs`, :func:`aggregate_log_probs`, :func:`consistent_argmax`:
+  combining ``k`` randomly drawn patterns (orientations) of each material (the multi-view figures of
+  :func:`py4dstem_gnn.evaluation.protocols.evaluate_protocols`);
 * :func:`group_bootstrap`, :func:`group_bootstrap_difference`, :func:`bootstrap_accuracy`:
   intervals that resample whole material groups (defined in
   :mod:`py4dstem_gnn.evaluation.bootstrap`, re-exported here).
@@ -23,7 +23,6 @@ the random-forest baseline are scored by the same code:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
@@ -53,8 +52,6 @@ __all__ = [
     "aggregate_probs",
     "aggregate_log_probs",
     "consistent_argmax",
-    "MultiViewResult",
-    "multiview_evaluation",
     "bootstrap_accuracy",
     "BootstrapInterval",
     "group_bootstrap",
@@ -62,7 +59,6 @@ __all__ = [
     "group_resampling_weights",
     "ratio_replicates",
     "percentile_interval",
-    "mean_std",
 ]
 
 _TINY = float(np.finfo(np.float32).tiny)
@@ -441,147 +437,3 @@ def consistent_argmax(cs_probs: np.ndarray, sg_probs: np.ndarray) -> tuple[np.nd
     allowed = SG_TO_CS[None, :] == cs[:, None]
     sg = np.where(allowed, np.asarray(sg_probs), -np.inf).argmax(axis=1).astype(np.int64) + 1
     return cs, sg
-
-
-@dataclass
-class MultiViewResult:
-    """Accuracy after combining ``k`` views per material, over several seeded draws.
-
-    Attributes
-    ----------
-    cs_accuracy, sg_accuracy : numpy.ndarray
-        ``(n_draws,)`` crystal-system / space-group accuracy of each draw (one row per material).
-    cs_true, cs_pred, sg_true, sg_pred : numpy.ndarray
-        Per-material labels of the first draw (for confusion matrices).
-    cs_probs : numpy.ndarray
-        ``(n_materials, 7)`` combined crystal-system probabilities of the first draw.
-    cs_accuracy_by_system, sg_accuracy_by_system : numpy.ndarray
-        ``(n_draws, 7)`` accuracy within each true crystal system (``nan`` where absent).
-    k, n_draws, seed : int
-        Parameters used.
-    """
-
-    cs_accuracy: np.ndarray
-    sg_accuracy: np.ndarray
-    cs_true: np.ndarray
-    cs_pred: np.ndarray
-    sg_true: np.ndarray
-    sg_pred: np.ndarray
-    cs_probs: np.ndarray
-    cs_accuracy_by_system: np.ndarray
-    sg_accuracy_by_system: np.ndarray
-    k: int
-    n_draws: int
-    seed: int
-
-    @property
-    def cs_mean(self) -> float:
-        """Mean crystal-system accuracy over draws."""
-        return float(self.cs_accuracy.mean())
-
-    @property
-    def cs_std(self) -> float:
-        """Standard deviation of the crystal-system accuracy over draws."""
-        return float(self.cs_accuracy.std(ddof=1)) if self.n_draws > 1 else 0.0
-
-    @property
-    def sg_mean(self) -> float:
-        """Mean space-group accuracy over draws."""
-        return float(self.sg_accuracy.mean())
-
-    @property
-    def sg_std(self) -> float:
-        """Standard deviation of the space-group accuracy over draws."""
-        return float(self.sg_accuracy.std(ddof=1)) if self.n_draws > 1 else 0.0
-
-
-def multiview_evaluation(
-    cs_probs: np.ndarray,
-    sg_probs: np.ndarray,
-    sg_true: np.ndarray,
-    groups: np.ndarray,
-    k: int = 10,
-    n_draws: int = 5,
-    seed: int = 0,
-    method: Literal["log", "mean"] = "log",
-) -> MultiViewResult:
-    """Accuracy when ``k`` random patterns of each material are combined.
-
-    For every draw (``numpy.random.default_rng(seed)`` drives all draws), ``k`` patterns of each
-    material are chosen without replacement (:func:`draw_views`), their crystal-system and
-    space-group probabilities are combined separately (:func:`aggregate_probs`), and labels are
-    taken consistently (:func:`consistent_argmax`).
-
-    Parameters
-    ----------
-    cs_probs : numpy.ndarray
-        ``(n, 7)`` per-pattern crystal-system probabilities.
-    sg_probs : numpy.ndarray
-        ``(n, 230)`` per-pattern space-group probabilities.
-    sg_true : numpy.ndarray
-        ``(n,)`` true space-group numbers 1..230 (constant within a material).
-    groups : numpy.ndarray
-        ``(n,)`` material key of each pattern.
-    k : int
-        Views per material.
-    n_draws : int
-        Number of independent draws.
-    seed : int
-        Seed of the draws.
-    method : {"log", "mean"}
-        Combination rule (see :func:`aggregate_probs`).
-
-    Returns
-    -------
-    MultiViewResult
-    """
-    cs_probs = np.asarray(cs_probs)
-    sg_probs = np.asarray(sg_probs)
-    sg_true = np.asarray(sg_true, dtype=np.int64)
-    groups = np.asarray(groups)
-    if not (len(cs_probs) == len(sg_probs) == len(sg_true) == len(groups)):
-        raise ValueError("cs_probs, sg_probs, sg_true and groups must have the same length")
-    if sg_probs.shape[1] != N_SPACE_GROUPS:
-        raise ValueError("sg_probs must have 230 columns")
-    keys, inv = np.unique(groups, return_inverse=True)
-    first = np.full(len(keys), -1, dtype=np.int64)
-    first[inv[::-1]] = np.arange(len(groups))[::-1]
-    sg_group = sg_true[first]
-    if np.any(sg_true != sg_group[inv]):
-        raise ValueError("the true space group must be constant within each group")
-    if n_draws < 1:
-        raise ValueError("n_draws must be at least 1")
-    rng = np.random.default_rng(seed)
-    cs_acc, sg_acc = np.zeros(n_draws), np.zeros(n_draws)
-    n_sys = int(SG_TO_CS.max()) + 1
-    cs_by, sg_by = np.zeros((n_draws, n_sys)), np.zeros((n_draws, n_sys))
-    keep: dict[str, np.ndarray] = {}
-    for d in range(n_draws):
-        idx = draw_views(groups, k, rng)
-        g = groups[idx]
-        _, cs_agg = aggregate_probs(cs_probs[idx], g, method)
-        _, sg_agg = aggregate_probs(sg_probs[idx], g, method)
-        cs_pred, sg_pred = consistent_argmax(cs_agg, sg_agg)
-        cs_t = SG_TO_CS[sg_group - 1]  # every group is drawn at least once, sorted key order
-        cs_acc[d] = accuracy(cs_t, cs_pred)
-        sg_acc[d] = accuracy(sg_group, sg_pred)
-        cs_by[d] = grouped_accuracy(cs_t, cs_pred, cs_t, n_sys)[0]
-        sg_by[d] = grouped_accuracy(sg_group, sg_pred, cs_t, n_sys)[0]
-        if d == 0:
-            keep = dict(cs_true=cs_t, cs_pred=cs_pred, sg_true=sg_group, sg_pred=sg_pred, cs_probs=cs_agg)
-    return MultiViewResult(
-        cs_accuracy=cs_acc,
-        sg_accuracy=sg_acc,
-        cs_accuracy_by_system=cs_by,
-        sg_accuracy_by_system=sg_by,
-        k=int(k),
-        n_draws=int(n_draws),
-        seed=int(seed),
-        **keep,
-    )
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0

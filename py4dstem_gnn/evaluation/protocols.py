@@ -19,8 +19,8 @@ that resamples whole material groups (manifest column ``group``;
 :mod:`py4dstem_gnn.evaluation.bootstrap`). One set of group resamples serves a protocol x regime,
 so that differences -- network minus each baseline, clean minus corrupted -- get paired
 intervals. Tables per crystal system and per group size (materials of the group in the whole
-pool, bins :data:`GROUP_SIZE_BINS`) come with it. :func:`render_protocols_markdown` writes them
-as Markdown; the returned dict is JSON-serialisable (``nan`` -> ``None``).
+pool, bins :data:`GROUP_SIZE_BINS`) come with it; the returned dict is JSON-serialisable
+(``nan`` -> ``None``) and :mod:`py4dstem_gnn.evaluation.markdown` renders it.
 
 A multi-view accuracy is the mean over materials of the share of draws whose combined label is
 right; its interval resamples groups of materials. A material with fewer than ``k`` patterns
@@ -45,7 +45,8 @@ __all__ = [
     "GROUP_SIZE_BINS",
     "protocol_membership",
     "evaluate_protocols",
-    "render_protocols_markdown",
+    "multiview_correct",
+    "labels_and_probs",
     "jsonable",
 ]
 
@@ -100,7 +101,7 @@ def _field(pred: Any, name: str) -> Any:
     return getattr(pred, name, None)
 
 
-def _labels_and_probs(pred: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+def labels_and_probs(pred: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(cs, sg, cs_probs, sg_probs) of a Prediction-like object or mapping; probabilities may be None."""
     csp, sgp = _field(pred, "crystal_system_probs"), _field(pred, "space_group_probs")
     csp = None if csp is None else np.asarray(csp, dtype=np.float64)
@@ -140,7 +141,7 @@ def _interval(mean: float, reps: np.ndarray, ci: float, n: int, ng: int) -> dict
     return M.percentile_interval(mean, reps, ci, n, ng).as_dict()
 
 
-def _multiview_correct(
+def multiview_correct(
     mats: np.ndarray, cs_probs: np.ndarray, sg_probs: np.ndarray, cs_true_m: np.ndarray, sg_true_m: np.ndarray,
     draws: list[np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -251,7 +252,7 @@ def evaluate_protocols(
             return None
         key = (name, id(pred))
         if key not in parsed:
-            parsed[key] = _labels_and_probs(pred, n)
+            parsed[key] = labels_and_probs(pred, n)
         return parsed[key]
 
     cells: list[dict[str, Any]] = []
@@ -298,7 +299,7 @@ def evaluate_protocols(
                                   cs_true[idx], bin_of[idx])}
                     if csp is not None and sgp is not None:
                         for k in views:
-                            mc, ms = _multiview_correct(mats, csp[idx], sgp[idx], m_cs, m_sg, draws[k])
+                            mc, ms = multiview_correct(mats, csp[idx], sgp[idx], m_cs, m_sg, draws[k])
                             unit[f"k{k}"] = (mc, ms, m_gidx, m_cs, m_bin)
                     res: dict[str, Any] = {}
                     by_cs = [{"crystal_system": CRYSTAL_SYSTEMS[c]} for c in range(N_CRYSTAL_SYSTEMS)]
@@ -361,106 +362,10 @@ def _jsonable(o: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
         return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
     if isinstance(o, np.generic):
         o = o.item()
     if isinstance(o, float) and not math.isfinite(o):
         return None
     return o
-
-
-# ----------------------------------------------------------------------------- Markdown
-def _fmt(iv: Mapping[str, Any] | None, signed: bool = False) -> str:
-    if not iv or iv.get("mean") is None:
-        return "–"
-    sign = "+" if signed else ""
-    m = f"{100 * iv['mean']:{sign}.1f}"
-    if iv.get("low") is None:
-        return m
-    return f"{m} [{100 * iv['low']:{sign}.1f}, {100 * iv['high']:{sign}.1f}]"
-
-
-def _table(header: list[str], rows: list[list[str]], right_from: int = 1) -> list[str]:
-    out = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---" if i < right_from else "---:" for i in range(len(header))) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return out + [""]
-
-
-def render_protocols_markdown(results: Mapping[str, Any], title: str | None = None,
-                              info: Mapping[str, Any] | None = None) -> str:
-    """Markdown tables of :func:`evaluate_protocols` output (accuracies in %, 95 % group-bootstrap intervals).
-
-    Parameters
-    ----------
-    results : mapping
-        Output of :func:`evaluate_protocols`.
-    title : str, optional
-        First heading.
-    info : mapping, optional
-        Lines ``key: value`` printed under the title (command, weights per protocol, sets ...).
-
-    Returns
-    -------
-    str
-    """
-    st = results["settings"]
-    ks = st["k_views"]
-    pct = int(round(100 * st["ci"]))
-    lines = [f"# {title or 'Accuracy by evaluation protocol'}", ""]
-    for k, v in (info or {}).items():
-        lines.append(f"- **{k}**: {v}")
-    lines += [
-        "" if info else "",
-        f"Accuracies in %, with {pct} % percentile intervals from {st['n_boot']} bootstrap resamples of whole "
-        "material groups (materials sharing a prototype or a formula and space group). "
-        f"'k views': {st['views']} ({st['n_draws']} draws). `known` scores "
-        f"{'every pattern' if st['known'] == 'all' else 'the split_material test materials'}; "
-        "`unseen-material` and `unseen-type` the test materials of `split_material` / `split_type`.", "",
-        "## Accuracy", "",
-    ]
-    stat_cols = ["cs_1", "sg_1"] + [f"{w}_k{k}" for k in ks for w in ("cs", "sg")]
-    head = ["protocol", "regime", "corruption", "classifier", "patterns", "materials", "groups", "views/material",
-            "CS 1", "SG 1"] + [f"{w} {k} views" for k in ks for w in ("CS", "SG")]
-    rows = []
-    for c in results["cells"]:
-        vpm = c["views_per_material"]
-        for name, r in c["classifiers"].items():
-            rows.append([c["protocol"], c["regime"], c["corruption"], name, str(c["n_patterns"]), str(c["n_materials"]),
-                         str(c["n_groups"]), f"{vpm['median']:g} ({vpm['min']}–{vpm['max']})"]
-                        + [_fmt(r.get(s)) for s in stat_cols])
-    lines += _table(head, rows, right_from=4)
-    if results["differences"]:
-        lines += ["## Differences between classifiers (paired, same patterns and resamples)", ""]
-        rows = [[d["protocol"], d["regime"], d["corruption"], f"{d['a']} − {d['b']}"]
-                + [_fmt(d.get(s), signed=True) for s in stat_cols] for d in results["differences"]]
-        lines += _table(["protocol", "regime", "corruption", "difference (points)"] + head[8:], rows, right_from=4)
-    if results["corruption_cost"]:
-        lines += ["## Cost of corruption: clean minus corrupted (paired, points)", ""]
-        rows = [[d["protocol"], d["regime"], d["classifier"]] + [_fmt(d.get(s), signed=True) for s in stat_cols]
-                for d in results["corruption_cost"]]
-        lines += _table(["protocol", "regime", "classifier"] + head[8:], rows, right_from=3)
-    k_max = f"k{ks[-1]}" if ks else None
-    shown = ["cs_1", "sg_1"] + ([f"cs_{k_max}"] if k_max else [])
-    shown_names = ["CS 1", "SG 1"] + ([f"CS {ks[-1]} views"] if k_max else [])
-    for key, label, heading in (("by_crystal_system", "crystal_system", "By crystal system"),
-                                ("by_group_size", "group_size", "By group size (materials of the group in the pool)")):
-        lines += [f"## {heading}", ""]
-        for c in results["cells"]:
-            names = list(c["classifiers"])
-            if not names:
-                continue
-            lines += [f"### {c['protocol']}, {c['regime']}, {c['corruption']}", ""]
-            head = [label.replace("_", " "), "patterns", "groups"] + [f"{n}: {s}" for n in names for s in shown_names]
-            rows = []
-            ref = c["classifiers"][names[0]][key]
-            for i, row in enumerate(ref):
-                n_pat = row["cs_1"]["n"]
-                if not n_pat:
-                    continue
-                cells = [row[label], str(n_pat), str(row["cs_1"]["n_groups"])]
-                for n in names:
-                    r = c["classifiers"][n][key][i]
-                    cells += [_fmt(r.get(s)) for s in shown]
-                rows.append(cells)
-            lines += _table(head, rows)
-    return "\n".join(lines).rstrip() + "\n"

@@ -1,328 +1,324 @@
-"""Rendering of the evaluation report: figures (PNG) and ``report.md``."""
+"""The one report: accuracy, selective prediction, conformal sets and per-classifier detail.
+
+:func:`evaluate` scores any number of classifiers (name -> prediction object, see the package
+docstring) on the same tagged patterns and returns one JSON-serialisable dict;
+:func:`write_report` writes it as ``protocols.md`` / ``protocols.json`` with the figures beside
+them. Sections:
+
+* accuracy per protocol x regime x input (clean, corrupted) x classifier, paired differences and
+  the cost of corruption (:func:`~py4dstem_gnn.evaluation.protocols.evaluate_protocols`);
+* selective prediction per classifier and protocol: the risk–coverage curve of its confidence
+  (the card's calibrated confidence where the prediction's ``meta`` holds one, the raw margin of the
+  probabilities for an uncalibrated network, else the object's own ``confidence``), AURC, the
+  labelled share and its accuracy at the card's threshold judged against the targets of issue 15
+  (zone axes >= 90 % right; random orientations at most 20 % labelled unless >= 90 % right), raw
+  scores compared by AURC on zone axes, and the coverage / size of the card's conformal sets
+  (a cell is **short** when more than 2 points below nominal with nominal above its interval);
+* detail on one protocol's clean patterns (:mod:`~py4dstem_gnn.evaluation.detail`): the paper's
+  headline figures, precision / recall / F1 and space-group accuracy per crystal system,
+  confusion matrices, calibration before and after temperature scaling, time per pattern.
+
+Intervals resample whole material groups (manifest column ``group``). Conformal sets are valid only
+for data exchangeable with their calibration data: the report names it (the card's ``fitted_on``).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import metrics as M
-from ..labels import CRYSTAL_SYSTEMS
+from ..confidence.calibration import raw_score
+from ..confidence.conformal import mask_contains, prediction_sets
+from ..labels import SG_TO_CS
+from . import detail as D
+from .markdown import render_report
+from .protocols import CORRUPTIONS, DEFAULT_VIEWS, PROTOCOLS, REGIMES, evaluate_protocols, jsonable, protocol_membership
+from .selective import (compare_scores, coverage_by_condition, risk_coverage_curve, risk_coverage_figure,
+                        selective_by_condition)
 
-__all__ = ["render_markdown", "plot_confusions", "plot_confidence", "plot_reliability", "plot_views_curve", "plot_by_system"]
-
-from .scoring import PAPER_FIGURES, ClassifierResult, _SHORT
+__all__ = ["COVERAGE_LEVELS", "CURVE_GRID", "TARGET_ACCURACY", "TARGET_RANDOM_LABELLED", "evaluate", "write_report"]
 
 logger = logging.getLogger(__name__)
 
-# ----------------------------------------------------------------------------- figures
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-
-def _save_figure(fig, out: Path, name: str) -> str:
-    """Lay out, write ``out/name`` as PNG, release the figure; returns ``name``."""
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
-    _plt().close(fig)
-    return name
-
-def plot_confusions(results: list[ClassifierResult], out: Path, k: int) -> str:
-    plt = _plt()
-    fig, axes = plt.subplots(len(results), 2, figsize=(10, 4.6 * len(results)), squeeze=False)
-    for row, res in enumerate(results):
-        mats = [
-            (np.asarray(res.numbers["cs_confusion"]), "single pattern"),
-            (np.asarray(res.numbers["multiview_log"]["cs_confusion_first_draw"]), f"{k} views (draw 1)"),
-        ]
-        for col, (cm, title) in enumerate(mats):
-            ax = axes[row, col]
-            norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-            ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-            for i in range(cm.shape[0]):
-                for j in range(cm.shape[1]):
-                    if cm[i, j]:
-                        ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                                color="white" if norm[i, j] > 0.5 else "black")
-            ax.set_xticks(range(7), _SHORT, rotation=45, fontsize=8)
-            ax.set_yticks(range(7), _SHORT, fontsize=8)
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("true")
-            ax.set_title(f"{res.label}\n{title} (% of true class)", fontsize=9)
-    return _save_figure(fig, out, "confusion_crystal_system.png")
+#: Conformal levels always reported (the card's default level is added).
+COVERAGE_LEVELS: tuple[float, ...] = (0.9,)
+#: Coverages at which the JSON samples each risk–coverage curve.
+CURVE_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 21))
+#: Issue 15: accuracy of the labelled patterns at the default threshold.
+TARGET_ACCURACY: float = 0.9
+#: Issue 15: most patterns labelled at random orientations unless they reach :data:`TARGET_ACCURACY`.
+TARGET_RANDOM_LABELLED: float = 0.2
+_SHORTFALL = 0.02
 
 
-def plot_confidence(results: list[ClassifierResult], cs_true: np.ndarray, out: Path) -> str:
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 3.8), squeeze=False)
-    bins = np.linspace(0, 1, 21)
-    for ax, res in zip(axes[0], results):
-        ok = res.cs_pred == cs_true
-        ax.hist([res.cs_conf[ok], res.cs_conf[~ok]], bins=bins, stacked=True,
-                label=["correct", "wrong"], color=["tab:green", "tab:red"])
-        ax.set_xlabel("crystal-system probability of the prediction")
-        ax.set_ylabel("patterns")
-        ax.set_title(res.label, fontsize=9)
-        ax.legend(fontsize=8)
-    return _save_figure(fig, out, "confidence_histogram.png")
+def _get(pred: Any, name: str) -> Any:
+    return pred.get(name) if isinstance(pred, Mapping) else getattr(pred, name, None)
 
 
-def plot_reliability(results: list[ClassifierResult], cs_true: np.ndarray, out: Path) -> str:
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.2), squeeze=False)
-    for ax, res in zip(axes[0], results):
-        ok = res.cs_pred == cs_true
-        ax.plot([0, 1], [0, 1], "k:", lw=1)
-        for conf, lab, style in ((res.cs_conf, "raw", "o-"), (res.cs_conf_scaled, "temperature-scaled", "s--")):
-            if conf is None:
-                continue
-            b = M.reliability_bins(conf, ok, 10)
-            sel = b["count"] > 0
-            ece = M.expected_calibration_error(conf, ok)
-            ax.plot(b["confidence"][sel], b["accuracy"][sel], style, label=f"{lab} (ECE {100 * ece:.1f}%)")
-        ax.set_xlabel("confidence (CS probability)")
-        ax.set_ylabel("accuracy")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_title(res.label, fontsize=9)
-        ax.legend(fontsize=8)
-    return _save_figure(fig, out, "reliability_crystal_system.png")
+def _per_protocol(pred: Any) -> dict[str, Any]:
+    if isinstance(pred, Mapping) and pred and set(pred) <= set(PROTOCOLS):
+        return {p: v for p, v in pred.items() if v is not None}
+    return {p: pred for p in PROTOCOLS}
 
 
-def plot_views_curve(results: list[ClassifierResult], out: Path) -> str:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for res in results:
-        c = res.numbers["views_curve"]
-        k = [e["k"] for e in c]
-        for key, ls in (("cs", "-"), ("sg", "--")):
-            ax.errorbar(k, [100 * e[f"{key}_mean"] for e in c], yerr=[100 * e[f"{key}_std"] for e in c],
-                        ls=ls, marker="o", capsize=3, label=f"{res.key} {key.upper()}")
-        p = PAPER_FIGURES.get(res.key)
-        if p:
-            ax.scatter([1, 10, 1, 10], [p["single"][0], p["multi"][0], p["single"][1], p["multi"][1]],
-                       marker="*", s=80, zorder=5, label=f"{res.key} paper (CS, SG)")
-    ax.set_xlabel("views combined per material")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7)
-    return _save_figure(fig, out, "accuracy_vs_views.png")
+def evaluate(
+    classifiers: Mapping[str, Any],
+    patterns: Mapping[str, Any],
+    manifest: Any,
+    *,
+    membership: Mapping[str, np.ndarray] | None = None,
+    known: str = "all",
+    k_views: Sequence[int] = DEFAULT_VIEWS,
+    n_draws: int = 5,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    levels: Sequence[float] = COVERAGE_LEVELS,
+    selective: bool = True,
+    detail: str | None = "known",
+    validation: Mapping[str, Any] | None = None,
+    weights: Mapping[str, Mapping[str, str]] | None = None,
+    figure_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score every classifier on the tagged patterns (see the module docstring).
+
+    Parameters
+    ----------
+    classifiers : mapping
+        name -> prediction object (or name -> {protocol -> prediction object}); the first name is
+        the one the others are compared with.
+    patterns : mapping
+        ``material`` (manifest rows), ``space_group`` (1..230), ``regime`` (0 zone axis, 1 random)
+        and optionally ``corrupted`` (bool), one entry per pattern.
+    manifest : Manifest
+        Columns ``group``, ``split_type``, ``split_material``.
+    membership, known, k_views, n_draws, n_boot, seed, ci
+        As :func:`~py4dstem_gnn.evaluation.protocols.evaluate_protocols`.
+    levels : sequence of float
+        Conformal levels reported (with the card's default level).
+    selective : bool
+        Include risk–coverage, abstention and conformal coverage.
+    detail : str or None
+        Protocol whose clean patterns get the per-classifier detail; None: no detail.
+    validation : mapping, optional
+        ``space_group`` and name -> prediction on validation patterns (temperature scaling in the
+        detail; without it, two-fold cross-fitting over test materials).
+    weights : mapping, optional
+        classifier -> {protocol -> weights name or file} (reported).
+    figure_dir : path, optional
+        Where the figures are written (none if None).
+    """
+    material = np.asarray(patterns["material"], dtype=np.int64)
+    sg_true = np.asarray(patterns["space_group"], dtype=np.int64)
+    regime = np.asarray(patterns["regime"], dtype=np.int64)
+    corrupted = np.asarray(patterns.get("corrupted", np.zeros(len(material), bool)), dtype=bool)
+    member = dict(membership) if membership is not None else protocol_membership(material, manifest, known)
+    out = evaluate_protocols(classifiers, material, sg_true, regime, corrupted, manifest, membership=member,
+                             known=known, k_views=k_views, n_draws=n_draws, n_boot=n_boot, seed=seed, ci=ci)
+    fig_dir = None if figure_dir is None else Path(figure_dir)
+    if fig_dir is not None:
+        fig_dir.mkdir(parents=True, exist_ok=True)
+    out["figures"] = []
+    if selective:
+        out["selective"] = {"settings": jsonable({
+            "n_boot": int(n_boot), "seed": int(seed), "ci": float(ci), "levels": [float(v) for v in levels],
+            "target_accuracy": TARGET_ACCURACY, "target_random_labelled": TARGET_RANDOM_LABELLED,
+            "coverage_shortfall_flag": _SHORTFALL,
+            "correct": "argmax of the crystal-system probabilities equals the true crystal system"}),
+            "classifiers": {}}
+        for name, pred in classifiers.items():
+            rows = _selective(name, _per_protocol(pred), material, sg_true, regime, corrupted, manifest, member,
+                              (weights or {}).get(name), levels, n_boot, seed, ci, fig_dir)
+            if rows:
+                out["selective"]["classifiers"][name] = rows
+                out["figures"] += [p["figure"] for p in rows if p.get("figure")]
+    if detail is not None and detail in member:
+        sel = np.asarray(member[detail], bool) & ~corrupted
+        preds = {n: _per_protocol(p).get(detail) for n, p in classifiers.items()}
+        preds = {n: p for n, p in preds.items() if p is not None}
+        if sel.any() and preds:
+            out["detail"] = D.detail(preds, sel, material, sg_true, validation=validation,
+                                     k_views=max(k_views) if len(k_views) else 1, views=k_views, n_draws=n_draws,
+                                     seed=seed, protocol=detail, figure_dir=fig_dir)
+            out["figures"] += out["detail"].get("figures", [])
+    return jsonable(out)
 
 
-def plot_by_system(results: list[ClassifierResult], out: Path, k: int) -> str:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    x = np.arange(7)
-    series = []
-    for res in results:
-        series.append((f"{res.key} single", res.numbers["cs_prf"]["recall"], res.numbers["sg_accuracy_by_system"]))
-        mv = res.numbers["multiview_log"]
-        series.append((f"{res.key} {k} views", mv["cs_accuracy_by_system"], mv["sg_accuracy_by_system"]))
-    w = 0.8 / max(len(series), 1)
-    for i, (lab, cs_acc, sg_acc) in enumerate(series):
-        for ax, vals in ((axes[0], cs_acc), (axes[1], sg_acc)):
-            v = np.asarray([np.nan if a is None else a for a in vals], dtype=float) if len(vals) else np.full(7, np.nan)
-            ax.bar(x + (i - (len(series) - 1) / 2) * w, 100 * np.nan_to_num(v), w, label=lab)
-    for ax, t in ((axes[0], "crystal-system accuracy (recall) by true system"),
-                  (axes[1], "space-group accuracy by true crystal system")):
-        ax.set_xticks(x, _SHORT, rotation=30)
-        ax.set_ylim(0, 100)
-        ax.set_ylabel("%")
-        ax.set_title(t, fontsize=10)
-        ax.legend(fontsize=7)
-    return _save_figure(fig, out, "accuracy_by_crystal_system.png")
+def write_report(payload: Mapping[str, Any], out_dir: str | Path, title: str,
+                 info: Mapping[str, Any] | None = None) -> Path:
+    """Write ``protocols.md`` and ``protocols.json`` (with ``info``) into ``out_dir``; returns the Markdown path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    full = {"info": dict(info or {}), **payload}
+    (out / "protocols.md").write_text(render_report(full, title=title, info=info))
+    (out / "protocols.json").write_text(json.dumps(jsonable(full), indent=1, allow_nan=False) + "\n")
+    logger.info("wrote %s and %s", out / "protocols.md", out / "protocols.json")
+    return out / "protocols.md"
 
 
-# ----------------------------------------------------------------------------- markdown
-def _pct(v: Any, digits: int = 1) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "–"
-    return f"{100 * float(v):.{digits}f}"
+# ----------------------------------------------------------------------------- selective prediction
+def _condition_label(regime: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
+    reg = np.asarray(REGIMES, dtype=object)[np.asarray(regime, dtype=np.int64)]
+    cor = np.where(np.asarray(corrupted, dtype=bool), CORRUPTIONS[1], CORRUPTIONS[0])
+    return np.array([f"{r}/{c}" for r, c in zip(reg, cor)], dtype=object)
 
 
-def _gap(ours: float, paper: float) -> str:
-    d = 100 * ours - paper
-    return f"{d:+.1f} pp ({'above' if d >= 0 else 'below'} the paper's {paper:.1f})"
+def _split_condition(row: dict[str, Any]) -> dict[str, Any]:
+    reg, _, corr = row.pop("regime").partition("/")
+    return {"protocol": row.pop("protocol"), "regime": reg, "corruption": corr, **row}
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or "unknown"
-    except Exception:  # noqa: BLE001
-        return "unknown"
+def _cell_order(row: Mapping[str, Any]) -> tuple[int, int]:
+    return REGIMES.index(row["regime"]), CORRUPTIONS.index(row["corruption"])
 
 
-def render_markdown(
-    results: list[ClassifierResult],
-    figures: list[str],
-    info: dict[str, Any],
-    k: int,
-    n_draws: int,
-) -> str:
-    L: list[str] = []
-    L.append("# Evaluation report: crystal system and space group from spot patterns\n")
-    L.append(f"Generated {info['date']} by `{info['command']}` (git {info['git']}).\n")
-    L.append(f"- Test set: `{info['test']}` — {info['n_patterns']} patterns of {info['n_materials']} "
-             f"materials; attributes: {json.dumps(info['test_attrs'], default=str)[:600]}")
-    L.append(f"- Multi-view: {k} patterns drawn at random per material (without replacement; all of a "
-             f"material's patterns if it has fewer), {n_draws} draws with seed {info['seed']}; "
-             "figures are mean ± standard deviation over draws. Views are combined with the package rule "
-             "(`aggregate_views`: normalised geometric mean of the probabilities).")
-    L.append(f"- Machine: {info['machine']}.\n")
+def _target(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Issue-15 target of a cell at the card's threshold (point estimates)."""
+    lab, acc = row.get("labelled"), row.get("selective_accuracy")
+    if not lab:
+        return None
+    a = acc.get("mean") if acc else None
+    right = a is not None and np.isfinite(a) and a >= TARGET_ACCURACY - 1e-12
+    if row["regime"] == "zone_axis":
+        return {"rule": f">= {100 * TARGET_ACCURACY:.0f} % of labelled patterns right", "met": bool(right)}
+    few = lab["mean"] <= TARGET_RANDOM_LABELLED + 1e-12
+    return {"rule": f"<= {100 * TARGET_RANDOM_LABELLED:.0f} % labelled unless >= {100 * TARGET_ACCURACY:.0f} % right",
+            "met": bool(few or right)}
 
-    L.append("## Headline: accuracy against the published figures (%)\n")
-    L.append("| classifier | CS, 1 pattern | SG, 1 pattern | CS, %d views | SG, %d views |" % (k, k))
-    L.append("|---|---|---|---|---|")
-    for r in results:
-        n, mv = r.numbers, r.numbers["multiview_log"]
-        L.append(f"| {r.label} — this run | {_pct(n['cs_accuracy'])} ± {_pct(n['cs_accuracy_boot_std'])} | "
-                 f"{_pct(n['sg_accuracy'])} ± {_pct(n['sg_accuracy_boot_std'])} | "
-                 f"{_pct(mv['cs_mean'])} ± {_pct(mv['cs_std'])} [{_pct(mv['cs_boot_std'])}] | "
-                 f"{_pct(mv['sg_mean'])} ± {_pct(mv['sg_std'])} [{_pct(mv['sg_boot_std'])}] |")
-        p = PAPER_FIGURES.get(r.key)
-        if p:
-            L.append(f"| {r.label} — paper | {p['single'][0]:.1f} | {p['single'][1]:.1f} | "
-                     f"{p['multi'][0]:.1f} | {p['multi'][1]:.1f} |")
-    L.append("")
-    L.append("Spreads: single pattern ± standard deviation of a bootstrap over materials (patterns of one "
-             f"material are not independent); {k} views ± standard deviation over the {n_draws} random draws "
-             "of views, and in brackets the bootstrap standard deviation over materials (first draw). When every "
-             f"material has exactly {k} patterns all draws coincide and only the bootstrap spread is informative.\n")
-    L.append("Gap to the paper (this run minus paper, percentage points):\n")
-    for r in results:
-        p = PAPER_FIGURES.get(r.key)
-        if not p:
+
+def _confidence(pred: Any, probs: np.ndarray | None) -> tuple[np.ndarray | None, str, Any]:
+    """The score a user thresholds: (per-pattern score, description, calibration or None)."""
+    meta = _get(pred, "meta") or {}
+    cal = meta.get("confidence_calibration")
+    if cal is not None and probs is not None:
+        return np.asarray(cal(probs), np.float64), f"calibrated from the card (isotonic map of the raw {cal.score})", cal
+    own = _get(pred, "confidence")
+    if probs is not None and (own is None or meta.get("confidence_calibrated") is False):
+        return raw_score(probs, "margin"), "raw margin p(1st) - p(2nd) (the card holds no confidence calibration)", None
+    if own is None:
+        return None, "", None
+    return np.asarray(own, np.float64), "the classifier's own confidence", None
+
+
+def _calibration_info(desc: str, cal: Any, conformal: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {"confidence": desc, "threshold": None}
+    if cal is not None:
+        rule = cal.info.get("threshold_rule") or {}
+        info.update(threshold=cal.threshold, accuracy_goal=rule.get("accuracy_goal"),
+                    confidence_fitted_on=cal.info.get("fitted_on", "not stated in the card"))
+    if conformal is not None:
+        info.update(conformal_fitted_on=conformal.info.get("fitted_on", "not stated in the card"),
+                    conformal_default_coverage=float(conformal.default_coverage))
+    return info
+
+
+def _curve_figure(curves: dict[str, Any], points: dict[str, tuple[float, float]], title: str, path: Path) -> None:
+    fig = risk_coverage_figure(curves, title=title, goal=TARGET_ACCURACY)
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    for label, (x, y) in points.items():
+        if np.isfinite(x) and np.isfinite(y):
+            colour = lines[label].get_color() if label in lines else "black"
+            ax.plot([x], [100 * y], marker="o", ms=6, mfc="none", color=colour)
+    if points:
+        ax.plot([], [], ls="none", marker="o", mfc="none", color="black", label="card's default threshold")
+        ax.legend(fontsize="small")
+    fig.savefig(path, dpi=110)
+
+
+def _selective(name: str, predictions: Mapping[str, Any], material: np.ndarray, sg_true: np.ndarray,
+               regime: np.ndarray, corrupted: np.ndarray, manifest: Any, membership: Mapping[str, np.ndarray],
+               weights: Mapping[str, str] | None, levels: Sequence[float], n_boot: int, seed: int, ci: float,
+               figure_dir: Path | None) -> list[dict[str, Any]]:
+    """Risk–coverage, abstention at the card's threshold and conformal coverage of one classifier, per protocol."""
+    cs_true = SG_TO_CS[sg_true - 1]
+    group = np.asarray(manifest["group"])[material]
+    cond = _condition_label(regime, corrupted)
+    za = regime == 0
+    out = []
+    for proto in PROTOCOLS:
+        pred = predictions.get(proto)
+        if pred is None or proto not in membership or not np.any(membership[proto]):
             continue
-        n, mv = r.numbers, r.numbers["multiview_log"]
-        L.append(f"- **{r.label}**: CS single {_gap(n['cs_accuracy'], p['single'][0])}; "
-                 f"SG single {_gap(n['sg_accuracy'], p['single'][1])}; "
-                 f"CS {k}-view {_gap(mv['cs_mean'], p['multi'][0])}; "
-                 f"SG {k}-view {_gap(mv['sg_mean'], p['multi'][1])}.")
-    if len(results) == 2:
-        a, b = results
-        L.append(f"- **{a.key} minus {b.key}** on the same patterns: CS single "
-                 f"{100 * (a.numbers['cs_accuracy'] - b.numbers['cs_accuracy']):+.1f} pp, SG single "
-                 f"{100 * (a.numbers['sg_accuracy'] - b.numbers['sg_accuracy']):+.1f} pp, CS {k}-view "
-                 f"{100 * (a.numbers['multiview_log']['cs_mean'] - b.numbers['multiview_log']['cs_mean']):+.1f} pp, "
-                 f"SG {k}-view "
-                 f"{100 * (a.numbers['multiview_log']['sg_mean'] - b.numbers['multiview_log']['sg_mean']):+.1f} pp "
-                 "(paper: +15.0, +12.4, +11.0, +11.0).")
-    L.append("")
-    L.append("Other aggregation rule (arithmetic mean of probabilities, soft vote), %d views:\n" % k)
-    for r in results:
-        mv = r.numbers["multiview_mean"]
-        L.append(f"- {r.label}: CS {_pct(mv['cs_mean'])} ± {_pct(mv['cs_std'])}, "
-                 f"SG {_pct(mv['sg_mean'])} ± {_pct(mv['sg_std'])}")
-    L.append("")
-
-    L.append("Accuracy against the number of views combined per material (mean ± std over draws, %):\n")
-    ks = [c["k"] for c in results[0].numbers["views_curve"]]
-    L.append("| classifier | " + " | ".join(f"CS k={kk} | SG k={kk}" for kk in ks) + " |")
-    L.append("|---|" + "---|---|" * len(ks))
-    for r in results:
-        L.append(f"| {r.label} | " + " | ".join(
-            f"{_pct(c['cs_mean'])} ± {_pct(c['cs_std'])} | {_pct(c['sg_mean'])} ± {_pct(c['sg_std'])}"
-            for c in r.numbers["views_curve"]) + " |")
-    L.append("")
-
-    L.append("## Per crystal system: precision / recall / F1, single pattern (Table 2 layout, %)\n")
-    head = "| crystal system | support |" + "".join(f" {r.key} P | {r.key} R | {r.key} F1 |" for r in results)
-    L.append(head)
-    L.append("|---|---|" + "---|---|---|" * len(results))
-    support = results[0].numbers["cs_prf"]["support"]
-    for c, name in enumerate(CRYSTAL_SYSTEMS):
-        row = f"| {name} | {support[c]} |"
-        for r in results:
-            prf = r.numbers["cs_prf"]
-            row += f" {_pct(prf['precision'][c])} | {_pct(prf['recall'][c])} | {_pct(prf['f1'][c])} |"
-        L.append(row)
-    for agg, lab in (("macro", "macro average"),):
-        row = f"| {lab} | {sum(support)} |"
-        for r in results:
-            prf = r.numbers["cs_prf"]
-            row += f" {_pct(prf['macro_precision'])} | {_pct(prf['macro_recall'])} | {_pct(prf['macro_f1'])} |"
-        L.append(row)
-    row = f"| weighted F1 / accuracy | {sum(support)} |"
-    for r in results:
-        prf = r.numbers["cs_prf"]
-        row += f" – | {_pct(prf['accuracy'])} | {_pct(prf['weighted_f1'])} |"
-    L.append(row)
-    L.append("")
-
-    L.append("## Space-group accuracy by true crystal system (Table 4 layout, %)\n")
-    L.append("| crystal system | patterns |" + "".join(f" {r.key} 1 pattern | {r.key} {k} views |" for r in results))
-    L.append("|---|---|" + "---|---|" * len(results))
-    counts = results[0].numbers["n_by_system"]
-    for c, name in enumerate(CRYSTAL_SYSTEMS):
-        row = f"| {name} | {counts[c]} |"
-        for r in results:
-            mv = r.numbers["multiview_log"]["sg_accuracy_by_system"]
-            row += f" {_pct(r.numbers['sg_accuracy_by_system'][c])} | {_pct(mv[c] if mv else None)} |"
-        L.append(row)
-    L.append("")
-
-    L.append("## Calibration (expected calibration error, 15 equal-width bins, %)\n")
-    L.append("| classifier | ECE CS | ECE SG | T (CS) | T (SG) | ECE CS scaled | ECE SG scaled | "
-             "NLL CS → scaled | temperature fitted on | helps? |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        c = r.numbers["calibration"]
-        tcs = ", ".join(f"{t:.2f}" for t in c["t_cs"]) or "–"
-        tsg = ", ".join(f"{t:.2f}" for t in c["t_sg"]) or "–"
-        L.append(f"| {r.label} | {_pct(c['ece_cs'])} | {_pct(c['ece_sg'])} | {tcs} | {tsg} | "
-                 f"{_pct(c['ece_cs_scaled'])} | {_pct(c['ece_sg_scaled'])} | "
-                 f"{c['nll_cs']:.3f} → {c['nll_cs_scaled']:.3f} | {c['temperature_source']} | "
-                 f"{'yes' if c['scaling_helps'] else 'no'} |")
-    L.append("\nThe confidence of an ECE is the probability of the predicted class (crystal system; space "
-             "group within it). Temperature scaling divides the log-probabilities by T; it never changes "
-             "the predicted labels. The `confidence` field of a `Prediction` (margin of the two largest "
-             "crystal-system probabilities) is a different quantity and is not calibrated here.\n")
-
-    L.append("## Time per pattern\n")
-    L.append("| classifier | featurisation (ms) | classification (ms) | total (ms) | threads / jobs | device |")
-    L.append("|---|---|---|---|---|---|")
-    for r in results:
-        t = r.timings
-        if r.key == "rf":
-            L.append(f"| {r.label} | {t.get('featurize_per_pattern_ms', float('nan')):.3f} | "
-                     f"{t.get('forest_per_pattern_ms', float('nan')):.3f} | {t.get('per_pattern_ms', float('nan')):.3f} | "
-                     f"{t.get('threads', '')} | {t.get('device', '')} |")
-        else:
-            L.append(f"| {r.label} | (inside the model) | {t.get('per_pattern_ms', float('nan')):.3f} | "
-                     f"{t.get('per_pattern_ms', float('nan')):.3f} | {t.get('threads', '')} | {t.get('device', '')} |")
-    L.append("\nWall-clock over the whole test set in one process (model loading excluded; the model's time "
-             "includes direct-beam removal, padding and the forward pass). Measured on a shared machine: "
-             "treat as indicative.\n")
-
-    if info.get("rf_info"):
-        L.append("## Random-forest training\n")
-        L.append("```json\n" + json.dumps(info["rf_info"], indent=2, default=str)[:4000] + "\n```\n")
-
-    L.append("## Figures\n")
-    captions = {
-        "confusion_crystal_system.png": "Crystal-system confusion matrices (row-normalised, %), single pattern "
-        f"and {k} views.",
-        "confidence_histogram.png": "Confidence histograms (Fig. 1 style): probability of the predicted crystal "
-        "system, correct and wrong predictions stacked.",
-        "reliability_crystal_system.png": "Reliability diagrams of the crystal-system head, raw and "
-        "temperature-scaled.",
-        "accuracy_by_crystal_system.png": f"Accuracy by true crystal system, single pattern and {k} views.",
-        "accuracy_vs_views.png": "Accuracy against the number of views combined per material (stars: paper).",
-    }
-    for f in figures:
-        L.append(f"![{f}]({f})\n\n*{captions.get(f, f)}*\n")
-    L.append("All numbers are in `results.json` next to this file.\n")
-    return "\n".join(L)
+        probs = _get(pred, "crystal_system_probs")
+        probs = None if probs is None else np.asarray(probs, dtype=np.float64)
+        conf, desc, cal = _confidence(pred, probs)
+        if conf is None:
+            logger.info("%s, %s: no confidence and no probabilities, no selective figures", name, proto)
+            continue
+        sel = np.asarray(membership[proto], dtype=bool)
+        conformal = (_get(pred, "meta") or {}).get("conformal")
+        cs_hat = probs.argmax(axis=1) if probs is not None else np.asarray(_get(pred, "crystal_system"))
+        correct = cs_hat == cs_true
+        threshold = None if cal is None else cal.threshold
+        rows = selective_by_condition(conf[sel], correct[sel], group[sel], 0.0 if threshold is None else threshold,
+                                      protocol=np.full(int(sel.sum()), proto, dtype=object), regime=cond[sel],
+                                      n_boot=n_boot, seed=seed, ci=ci)
+        rows = sorted((_split_condition(r) for r in rows), key=_cell_order)
+        curves, points = {}, {}
+        for row in rows:
+            s = sel & (cond == f"{row['regime']}/{row['corruption']}")
+            rc = risk_coverage_curve(conf[s], correct[s])
+            label = f"{row['regime']}, {row['corruption']}"
+            curves[label] = rc
+            row["curve"] = {"coverage": list(CURVE_GRID), "accuracy": [rc.accuracy_at(c) for c in CURVE_GRID]}
+            if threshold is None:
+                del row["labelled"], row["selective_accuracy"]
+                row["threshold"] = None
+            else:
+                row["target"] = _target(row)
+                points[label] = (row["labelled"]["mean"], row["selective_accuracy"]["mean"])
+        entry: dict[str, Any] = {"protocol": proto, "weights": (weights or {}).get(proto),
+                                 "calibration": _calibration_info(desc, cal, conformal), "conditions": rows}
+        pooled = sel & za
+        if pooled.any() and probs is not None:
+            extra = {"calibrated": conf[pooled]} if cal is not None else None
+            comp = compare_scores(probs[pooled], cs_true[pooled], group[pooled], extra, goal=TARGET_ACCURACY,
+                                  n_boot=n_boot, seed=seed, ci=ci)
+            entry["score_comparison"] = {"patterns": "zone_axis, clean and corrupted pooled",
+                                         "rows": [r.as_dict() for r in comp]}
+        if conformal is not None and probs is not None:
+            entry["coverage"] = _coverage(pred, conformal, levels, sel, cs_true, sg_true, group, cond, proto,
+                                          n_boot, seed, ci)
+        if figure_dir is not None and curves:
+            # the network keeps the figure names of the earlier protocol reports
+            path = figure_dir / (f"risk_coverage_{proto}.png" if name == "network" else f"risk_coverage_{name}_{proto}.png")
+            kind = "calibrated confidence" if cal is not None else ("raw margin" if "margin" in desc else "own confidence")
+            _curve_figure(curves, points, f"{proto}: risk–coverage ({kind})" if name == "network"
+                          else f"{name}, {proto}: risk–coverage ({kind})", path)
+            entry["figure"] = path.name
+        out.append(entry)
+    return out
 
 
+def _coverage(pred: Any, conformal: Any, levels: Sequence[float], sel: np.ndarray, cs_true: np.ndarray,
+              sg_true: np.ndarray, group: np.ndarray, cond: np.ndarray, proto: str, n_boot: int, seed: int,
+              ci: float) -> list[dict[str, Any]]:
+    """Coverage and set size of the conformal sets of one protocol, per level and cell."""
+    rows: list[dict[str, Any]] = []
+    idx = np.flatnonzero(sel)
+    for level in sorted(set(float(v) for v in levels) | {float(conformal.default_coverage)}):
+        try:
+            sets = prediction_sets(pred, level, calibration=conformal)
+        except ValueError as err:  # a level above the highest calibrated one
+            logger.warning("%s: no conformal sets at %.3f (%s)", proto, level, err)
+            continue
+        covered = mask_contains(sets.cs_mask[idx], cs_true[idx])
+        sg_cov = np.fromiter((sg_true[i] in sets.sg_sets[i] for i in idx), bool, idx.size)
+        labels = np.full(idx.size, proto, dtype=object)
+        kw = dict(protocol=labels, regime=cond[idx], n_boot=n_boot, seed=seed, ci=ci)
+        cs_rows = coverage_by_condition(covered, sets.cs_size[idx], group[idx], nominal=sets.coverage, **kw)
+        sg_rows = coverage_by_condition(sg_cov, sets.sg_size[idx], group[idx], **kw)
+        for r, s in zip(cs_rows, sg_rows):
+            r = _split_condition(r)
+            c = r["coverage"]
+            r["requested"] = level
+            r["default_level"] = abs(level - conformal.default_coverage) < 1e-9
+            r["below_nominal"] = bool(c["mean"] < r["nominal"] - _SHORTFALL and c["high"] < r["nominal"])
+            r["sg_coverage"], r["sg_mean_set_size"] = s["coverage"], s["mean_set_size"]
+            rows.append(r)
+    return sorted(rows, key=lambda r: (r["nominal"], *_cell_order(r)))

@@ -48,10 +48,8 @@ __all__ = [
     "candidate_scores",
     "ScoreComparison",
     "compare_scores",
-    "comparison_table",
     "selective_by_condition",
     "coverage_by_condition",
-    "condition_table",
     "risk_coverage_figure",
 ]
 
@@ -310,22 +308,6 @@ def compare_scores(
     return sorted(rows, key=lambda r: r.aurc.mean)
 
 
-def comparison_table(rows: Sequence[ScoreComparison]) -> str:
-    """Markdown table of :func:`compare_scores` (percent)."""
-    goal = rows[0].goal if rows else 0.9
-    lines = [
-        f"| score | AURC % (95 % CI) | E-AURC % | minus reference % (95 % CI) | coverage at {100 * goal:.0f} % accuracy | accuracy at 50 % coverage |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.name} | {100 * r.aurc.mean:.1f} ({100 * r.aurc.low:.1f}–{100 * r.aurc.high:.1f}) | {100 * r.e_aurc:.1f} | "
-            f"{100 * r.minus_reference.mean:+.1f} ({100 * r.minus_reference.low:+.1f} to {100 * r.minus_reference.high:+.1f}) | "
-            f"{100 * r.coverage_at_goal:.1f} % | {100 * r.accuracy_at_half:.1f} % |"
-        )
-    return "\n".join(lines)
-
-
 def _conditions(n: int, protocol: np.ndarray | None, regime: np.ndarray | None) -> list[tuple[str, str, np.ndarray]]:
     prot = np.full(n, "all", dtype=object) if protocol is None else np.asarray(protocol, dtype=object).reshape(-1)
     reg = np.full(n, "all", dtype=object) if regime is None else np.asarray(regime, dtype=object).reshape(-1)
@@ -449,28 +431,6 @@ def coverage_by_condition(
             row["within_interval"] = bool(c_int.low <= nominal <= c_int.high)
         rows.append(row)
     return rows
-
-
-def condition_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """Markdown table of :func:`selective_by_condition` / :func:`coverage_by_condition` rows.
-
-    ``columns`` names interval entries (shown as percent with their interval, except
-    ``mean_set_size``) or plain entries.
-    """
-    head = ["protocol", "regime", "n", "groups", *columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        cells = [row["protocol"], row["regime"], str(row["n"]), str(row["n_groups"])]
-        for col in columns:
-            v = row.get(col)
-            if isinstance(v, dict):
-                scale, digits = (1.0, 2) if col == "mean_set_size" else (100.0, 1)
-                lo, mid, hi = (f"{scale * v[k]:.{digits}f}" for k in ("low", "mean", "high"))
-                cells.append(f"{mid} ({lo}–{hi})")
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def risk_coverage_figure(curves: Mapping[str, RiskCoverage], title: str | None = None, goal: float | None = 0.9) -> Any:

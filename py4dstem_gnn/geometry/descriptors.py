@@ -1,7 +1,7 @@
 """A fixed-length, rotation-invariant, NaN-free lattice descriptor per pattern.
 
 :func:`lattice_descriptors` is the entry point for the gradient-boosting reference
-(:mod:`py4dstem_gnn.evaluation.reference`) and for a lattice token of the network: it turns each
+(:mod:`py4dstem_gnn.baselines.reference`) and for a lattice token of the network: it turns each
 pointlist into ``len(descriptor_names())`` float32 numbers measured by
 :func:`~py4dstem_gnn.geometry.pattern.pattern_geometry`. The order below is fixed (append new
 entries at the end, never reorder: trained models depend on it). Quantities that do not exist for

@@ -1,7 +1,7 @@
 """Shared skeleton of the hierarchical reference classifiers (crystal system, then space group).
 
-:class:`~py4dstem_gnn.evaluation.baseline.RandomForestBaseline` and
-:class:`~py4dstem_gnn.evaluation.reference.GradientBoostingReference` differ in their features
+:class:`~py4dstem_gnn.baselines.forest.RandomForestBaseline` and
+:class:`~py4dstem_gnn.baselines.reference.GradientBoostingReference` differ in their features
 and in their scikit-learn estimator, and nothing else: both fit one crystal-system head and one
 space-group head per crystal system (trained on that system's patterns only), combine them into
 the joint distribution ``P(SG) = P(CS) · P(SG | CS)`` and save / load themselves with joblib.
@@ -10,7 +10,8 @@ the joint distribution ``P(SG) = P(CS) · P(SG | CS)`` and save / load themselve
 and a few names.
 
 The base class adds no instance attributes, so files pickled before it existed still load: the
-pickles name the subclasses, whose modules and attribute names are unchanged.
+pickles name the subclasses, whose attribute names are unchanged (their old module paths,
+``py4dstem_gnn.evaluation.baseline`` / ``.reference``, are mapped on loading).
 
 Security note: :meth:`HierarchicalClassifier.save` / :meth:`HierarchicalClassifier._read` use
 :mod:`joblib` (pickle). Loading a pickle executes code stored in the file: only load files you
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, ClassVar, ContextManager, Sequence
@@ -305,6 +307,11 @@ class HierarchicalClassifier:
         """
         import joblib
 
+        # files pickled before the classifiers left evaluation/ name their old modules
+        for old in ("baseline", "reference"):
+            new = sys.modules.get(f"py4dstem_gnn.baselines.{'forest' if old == 'baseline' else old}")
+            if new is not None:
+                sys.modules.setdefault(f"py4dstem_gnn.evaluation.{old}", new)
         obj = joblib.load(Path(path))
         if not isinstance(obj, dict) or obj.get("format") != cls._SAVE_FORMAT:
             raise ValueError(f"{path} is not a {cls.__name__} file")

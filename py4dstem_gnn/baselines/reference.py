@@ -1,6 +1,6 @@
 """Gradient-boosting reference classifier on lattice descriptors measured from the pointlists.
 
-A strong, cheap reference beside the random forest (:mod:`py4dstem_gnn.evaluation.baseline`):
+A strong, cheap reference beside the random forest (:mod:`py4dstem_gnn.baselines.forest`):
 scikit-learn's :class:`~sklearn.ensemble.HistGradientBoostingClassifier` on
 
 1. the lattice descriptors of :func:`py4dstem_gnn.geometry.lattice_descriptors` (reduced 2D cell,
@@ -134,7 +134,7 @@ class GradientBoostingReference(HierarchicalClassifier):
     execute arbitrary code: load only trusted files.
 
     Fitting, prediction and saving are those of
-    :class:`~py4dstem_gnn.evaluation.hierarchical.HierarchicalClassifier`, shared with the
+    :class:`~py4dstem_gnn.baselines.hierarchical.HierarchicalClassifier`, shared with the
     other reference classifier.
     """
 

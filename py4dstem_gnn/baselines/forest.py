@@ -316,7 +316,7 @@ class RandomForestBaseline(HierarchicalClassifier):
     trusted files.
 
     Fitting, prediction and saving are those of
-    :class:`~py4dstem_gnn.evaluation.hierarchical.HierarchicalClassifier`, shared with the
+    :class:`~py4dstem_gnn.baselines.hierarchical.HierarchicalClassifier`, shared with the
     other reference classifier.
     """
 

@@ -1,40 +1,37 @@
-"""``py4dstem-gnn protocols``: the three-protocol report (network and baselines side by side).
+"""``py4dstem-gnn evaluate`` (also ``protocols``): load the stored sets, predict, score, write the report.
 
 Loads one or more stored pattern sets (a zone-axis set and a random-orientation set over the
-held-out materials, :func:`py4dstem_gnn.data.splits.evaluation_materials`), adds a seeded
-corrupted copy of every pattern (an :class:`~py4dstem_gnn.data.augment.AugmentConfig` preset),
-predicts with the network and any baseline per protocol (each protocol may have its own
-weights: ``--weights unseen-type=runs/type/best.safetensors``), scores everything with
-:func:`py4dstem_gnn.evaluation.protocols.evaluate_protocols` and writes
-``<out-root>/<name>/protocols.md`` and ``protocols.json``.
+held-out materials, :func:`py4dstem_gnn.data.splits.evaluation_materials`), adds a seeded corrupted
+copy of every pattern (an :class:`~py4dstem_gnn.data.augment.AugmentConfig` preset), predicts with
+every classifier given, each protocol with its own weights where named
+(``--weights unseen-type=runs/type/best.safetensors``; each classifier predicts only the patterns
+of the protocols it serves), scores everything with :func:`py4dstem_gnn.evaluation.report.evaluate`
+and writes ``<out-root>/<name>/protocols.md``, ``protocols.json`` and the figures beside them.
 
-Each classifier predicts only the patterns of the protocols it serves. For the network, the report
-adds selective prediction and conformal coverage per protocol x regime x corruption
-(:mod:`py4dstem_gnn.evaluation.protocol_selective`: risk–coverage figures
-``risk_coverage_<protocol>.png`` beside ``protocols.md``, AURC, abstention at the card's threshold,
-raw scores compared, set coverage), from the calibrations recorded in each weights' card.
+A classifier kind is one entry of :data:`LOADERS`: its option (``--weights``, ``--rf``,
+``--reference``) and a loader ``(spec, args) -> (pointlists -> prediction object)``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import logging
 import os
 import platform
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .protocols import PROTOCOLS, evaluate_protocols, protocol_membership, render_protocols_markdown
-from .protocol_selective import COVERAGE_LEVELS, render_selective_markdown, selective_protocols
+from .protocols import PROTOCOLS, protocol_membership
+from .report import COVERAGE_LEVELS, evaluate, write_report
 
-__all__ = ["parse_specs", "load_sets", "corrupt_copy", "predict_per_protocol", "run_protocols",
-           "configure_parser", "run_cli"]
+__all__ = ["LOADERS", "parse_specs", "load_sets", "corrupt_copy", "predict_per_protocol", "run", "configure_parser",
+           "run_cli", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +65,7 @@ def load_sets(sets: Sequence[str] = (), zone_axis: Sequence[str] = (), random: S
     ``sets`` must carry a per-pattern ``regime`` (0 or 1; -1, unknown, is refused); ``zone_axis`` /
     ``random`` sets get regime 0 / 1 (refused if they store another known regime).
     """
-    from .scoring import load_pattern_set
+    from ..data.sources import load_pattern_set
 
     parts = [(p, None) for p in sets] + [(p, 0) for p in zone_axis] + [(p, 1) for p in random]
     if not parts:
@@ -117,35 +114,37 @@ def corrupt_copy(pointlists: Sequence[np.ndarray], preset: str = "calibrated", s
     return augment_pointlists(pointlists, np.random.default_rng(seed), cfg), {"preset": preset, "seed": seed, **cfg.to_dict()}
 
 
-def _load_reference(path: str) -> Any:
-    """The gradient-boosting reference of :mod:`py4dstem_gnn.evaluation.reference` (trusted files only)."""
-    import importlib
+def _network(spec: str, args: argparse.Namespace) -> Callable:
+    from ..predict import predict_pointlists
+    from ..validation import resolve_device
+    from ..weights import load_model
 
-    mod = importlib.import_module("py4dstem_gnn.evaluation.reference")
-    for name in ("load_reference", "load"):
-        if callable(getattr(mod, name, None)):
-            return getattr(mod, name)(path)
-    for obj in vars(mod).values():
-        if isinstance(obj, type) and callable(getattr(obj, "load", None)) and hasattr(obj, "predict"):
-            return obj.load(path)
-    raise ValueError("py4dstem_gnn.evaluation.reference offers no loader (load_reference(path))")
+    dev = resolve_device(args.device)
+    net = load_model(spec, device=str(dev))
+    return lambda pls: predict_pointlists(pls, model=net, device=dev, batch_size=args.batch_size,
+                                          progress=not args.no_progress)
 
 
-def _predictor(kind: str, spec: str, device: str, batch_size: int | None, n_jobs: int, progress: bool) -> Callable:
-    if kind == "network":
-        from ..predict import resolve_device
-        from ..weights import load_model
-        from .scoring import predict_model
+def _forest(spec: str, args: argparse.Namespace) -> Callable:
+    from ..baselines.forest import RandomForestBaseline
 
-        net = load_model(spec, device=str(resolve_device(device)))
-        return lambda pls: predict_model(pls, net, device, batch_size, progress)[0]
-    if kind == "forest":
-        from .baseline import RandomForestBaseline
+    rf = RandomForestBaseline.load(spec, n_jobs=args.n_jobs)
+    return lambda pls: rf.predict(pls, progress=not args.no_progress)
 
-        rf = RandomForestBaseline.load(spec, n_jobs=n_jobs)
-        return lambda pls: rf.predict(pls, progress=progress)
-    ref = _load_reference(spec)
-    return lambda pls: ref.predict(pls)
+
+def _reference(spec: str, args: argparse.Namespace) -> Callable:
+    from ..baselines.reference import GradientBoostingReference
+
+    return GradientBoostingReference.load(spec).predict
+
+
+#: classifier name -> (command-line option, loader(spec, args) -> predict(pointlists) -> prediction object).
+#: The first kind given is the one the others are compared with.
+LOADERS: dict[str, tuple[str, Callable[[str, argparse.Namespace], Callable]]] = {
+    "network": ("weights", _network),
+    "forest": ("rf", _forest),
+    "reference": ("reference", _reference),
+}
 
 
 def predict_per_protocol(pointlists: Sequence[np.ndarray], membership: Mapping[str, np.ndarray],
@@ -165,7 +164,9 @@ def predict_per_protocol(pointlists: Sequence[np.ndarray], membership: Mapping[s
         if not len(rows):
             continue
         logger.info("%s: predicting %d patterns for %s", spec, len(rows), ", ".join(protos))
+        t0 = time.perf_counter()
         pred = predict(spec)([pointlists[i] for i in rows])
+        dt = time.perf_counter() - t0
         cs_p = np.full((n, 7), 1.0 / 7, np.float32)
         sg_p = np.full((n, 230), 1.0 / 230, np.float32)
         cs_p[rows], sg_p[rows] = pred.crystal_system_probs, pred.space_group_probs
@@ -174,6 +175,8 @@ def predict_per_protocol(pointlists: Sequence[np.ndarray], membership: Mapping[s
         if getattr(pred, "confidence", None) is not None:
             full.confidence[rows] = pred.confidence
         full.meta.update(getattr(pred, "meta", None) or {})
+        full.meta["timings"] = {"per_pattern_ms": 1e3 * dt / len(rows), "n": int(len(rows)),
+                                "threads": int(__import__("torch").get_num_threads())}
         for p in protos:
             out[p] = full
     return out
@@ -193,14 +196,28 @@ def _card_training(spec: str) -> str:
     return f"card: trained on manifest column {main.get('split_column', 'split')!r} = {main['split']!r}"
 
 
-def run_protocols(args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
+def _card_training(spec: str) -> str:
+    """What a weights card says about its training materials (for the report)."""
+    try:
+        from ..weights import read_card, resolve_weights
+
+        data = read_card(resolve_weights(spec)).get("training", {}).get("data", {})
+    except Exception:  # a missing or foreign card is reported, not fatal
+        return "card unreadable"
+    main = data.get("main", data)
+    if "split" not in main:
+        return "the card states no training split"
+    return f"card: trained on manifest column {main.get('split_column', 'split')!r} = {main['split']!r}"
+
+
+def run(args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
     """Load, corrupt, predict, score and write the report; returns the JSON payload."""
     from ..data.structures import load_manifest
 
     if getattr(args, "quiet", False):
         args.no_progress = True
-    kinds = {"network": parse_specs(args.weights, {"known": "default"}), "forest": parse_specs(args.rf),
-             "reference": parse_specs(args.reference)}
+    kinds = {kind: parse_specs(getattr(args, opt), {"known": "default"} if kind == "network" else None)
+             for kind, (opt, _) in LOADERS.items()}
     if not any(kinds.values()):
         raise ValueError("nothing to score: give --weights, --rf or --reference")
     manifest = load_manifest(args.manifest)
@@ -218,25 +235,35 @@ def run_protocols(args: argparse.Namespace, command: str | None = None) -> dict[
         bad, corruption = corrupt_copy(pls, args.corruption, args.corruption_seed)
         pls += bad
     reps = 1 if args.no_corrupt else 2
-    material = np.tile(data["material"], reps)
-    space_group = np.tile(data["space_group"], reps)
-    regime = np.tile(data["regime"], reps)
-    corrupted = np.repeat([False, True], n_clean)[: len(pls)]
-    membership = protocol_membership(material, manifest, args.known)
-    predictions, used = {}, {}
+    patterns = {"material": np.tile(data["material"], reps), "space_group": np.tile(data["space_group"], reps),
+                "regime": np.tile(data["regime"], reps), "corrupted": np.repeat([False, True], n_clean)[: len(pls)]}
+    membership = protocol_membership(patterns["material"], manifest, args.known)
+    predictions, used, makers = {}, {}, {}
     for kind, specs in kinds.items():
         if not specs:
             continue
-        make = lambda spec, kind=kind: _predictor(kind, spec, args.device, args.batch_size, args.n_jobs,  # noqa: E731
-                                                  not args.no_progress)
-        predictions[kind] = predict_per_protocol(pls, membership, specs, make)
+        cache: dict[str, Callable] = {}
+        makers[kind] = lambda spec, kind=kind, cache=cache: cache.setdefault(spec, LOADERS[kind][1](spec, args))
+        predictions[kind] = predict_per_protocol(pls, membership, specs, makers[kind])
         used[kind] = specs
+    validation = None
+    if args.val:
+        from ..data.sources import load_pattern_set
+
+        vsets = [load_pattern_set(p) for p in args.val]
+        validation = {"space_group": np.concatenate([np.asarray(v.space_group, dtype=np.int64) for v in vsets])}
+        for kind, specs in used.items():
+            if args.detail in specs:
+                validation[kind] = makers[kind](specs[args.detail])([pl for v in vsets for pl in v.pointlists])
+    out = Path(args.out_root) / args.name
     views = tuple(int(v) for v in str(args.views).split(",") if v)
-    results = evaluate_protocols(predictions, material, space_group, regime, corrupted, manifest,
-                                 membership=membership, known=args.known, k_views=views, n_draws=args.draws,
-                                 n_boot=args.boot, seed=args.seed)
+    levels = tuple(float(v) for v in str(args.set_coverage).split(",") if v) or COVERAGE_LEVELS
+    payload = evaluate(predictions, patterns, manifest, membership=membership, known=args.known, k_views=views,
+                       n_draws=args.draws, n_boot=args.boot, seed=args.seed, levels=levels,
+                       selective=not args.no_selective, detail=None if args.detail == "none" else args.detail,
+                       validation=validation, weights=used, figure_dir=out)
     info: dict[str, Any] = {
-        "command": command or "py4dstem_gnn.evaluation.protocol_report.run_protocols(...)",
+        "command": command or "py4dstem_gnn.evaluation.cli.run(...)",
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "sets": "; ".join(data["sets"]),
         "manifest": f"{args.manifest or 'committed data/manifest.csv.gz'} (protocol splits: seed "
@@ -246,28 +273,19 @@ def run_protocols(args: argparse.Namespace, command: str | None = None) -> dict[
         f"AugmentConfig preset {corruption['preset']!r}, seed {corruption['seed']}, applied to every pattern",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible",
     }
+    if args.val:
+        info["validation"] = ", ".join(args.val) + " (temperature scaling in the detail)"
     for kind, specs in used.items():
         desc = ", ".join(f"{p}: {s}" + (f" ({_card_training(s)})" if kind == "network" else "") for p, s in specs.items())
         info[f"{kind} per protocol"] = desc
         if kind == "network" and len(set(specs.values())) == 1 and len(specs) > 1 and "known" in specs:
             info["warning"] = ("the same network weights serve `known` and `unseen-*`: the unseen-* figures mean "
                                "something only if these weights never trained on the held-out materials")
-    out = Path(args.out_root) / args.name
-    out.mkdir(parents=True, exist_ok=True)
-    md = render_protocols_markdown(results, title=f"Protocols: {args.name}", info=info)
-    payload = {"info": info, "corruption": corruption, **results}
-    if "network" in predictions and not getattr(args, "no_selective", False):
-        levels = tuple(float(v) for v in str(getattr(args, "set_coverage", "0.9")).split(",") if v) or COVERAGE_LEVELS
-        selective = selective_protocols(predictions["network"], material, space_group, regime, corrupted, manifest,
-                                        membership, weights=used["network"], levels=levels, n_boot=args.boot,
-                                        seed=args.seed, figure_dir=out)
-        md = md.rstrip() + "\n\n" + render_selective_markdown(selective, "network")
-        payload["selective"] = selective
-    (out / "protocols.md").write_text(md)
-    (out / "protocols.json").write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")
-    logger.info("wrote %s and %s", out / "protocols.md", out / "protocols.json")
+    payload = {"corruption": corruption, **payload}
+    report = write_report(payload, out, f"Protocols: {args.name}", info)
+    payload = {"info": info, **payload}
     if getattr(args, "update_card", False) and "network" in used:
-        write_card_figures(payload, used["network"], out / "protocols.md")
+        write_card_figures(payload, used["network"], report)
     return payload
 
 
@@ -309,12 +327,13 @@ def write_card_figures(payload: dict[str, Any], protocol_weights: dict[str, str]
 
 # ----------------------------------------------------------------------------- command line
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Options of ``py4dstem-gnn protocols``."""
+    """Options of ``py4dstem-gnn evaluate`` (alias ``protocols``)."""
     parser.description = (
         "Score the network and baselines per evaluation protocol (known, unseen-material, unseen-type) x "
         "orientation regime x clean/corrupted, with 95 % intervals over material groups; writes "
         "<out-root>/<name>/protocols.md and protocols.json. For the network: risk–coverage figures "
-        "(risk_coverage_<protocol>.png), AURC, abstention at the card's threshold and conformal set coverage."
+        "(risk_coverage_<protocol>.png), AURC, abstention at the card's threshold and conformal set coverage; per "
+        "classifier: the paper's tables, confusion matrices, calibration and time per pattern (--detail)."
     )
     parser.add_argument("--name", required=True, help="report folder name")
     parser.add_argument("--out-root", default="reports", help="parent folder of the report")
@@ -328,7 +347,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "'default' for known only")
     parser.add_argument("--rf", action="append", default=[], help=f"random-forest file (joblib, trusted only): {spec}")
     parser.add_argument("--reference", action="append", default=[],
-                        help=f"gradient-boosting reference file (evaluation/reference.py): {spec}")
+                        help=f"gradient-boosting reference file (baselines/reference.py, trusted only): {spec}")
+    parser.add_argument("--val", action="append", default=[], metavar="PATH",
+                        help="validation set(s) for temperature scaling in the detail (default: cross-fitting)")
+    parser.add_argument("--detail", default="known",
+                        help="protocol whose clean patterns get the per-classifier detail (paper tables, confusion, "
+                        "calibration, timing); 'none' leaves it out")
     parser.add_argument("--manifest", default=None, help="manifest with split_type / split_material (default: committed)")
     parser.add_argument("--known", choices=("all", "material_test"), default="all",
                         help="patterns scored by `known`: all, or the split_material test materials only")
@@ -355,11 +379,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Entry point of ``py4dstem-gnn protocols``."""
-    argv = sys.argv
-    command = None
-    if "protocols" in argv[1:]:
-        i = argv.index("protocols", 1)
-        command = " ".join(["py4dstem-gnn", *map(shlex.quote, argv[1:i]), "protocols", *map(shlex.quote, argv[i + 1:])])
-    run_protocols(args, command)
+    """Entry point of ``py4dstem-gnn evaluate`` / ``py4dstem-gnn protocols``."""
+    run(args, _command_line(sys.argv))
     return 0
+
+
+def _command_line(argv: Sequence[str]) -> str | None:
+    """The command as typed (global options before the command name kept), or None."""
+    i = next((j for j, a in enumerate(argv[1:], 1) if a in ("evaluate", "protocols")), None)
+    if i is None:
+        return None
+    return " ".join(["py4dstem-gnn", *map(shlex.quote, argv[1:i]), argv[i], *map(shlex.quote, argv[i + 1:])])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m py4dstem_gnn.evaluation.cli ...``: the same as ``py4dstem-gnn evaluate ...``."""
+    from ..cli import module_main
+
+    return module_main(configure_parser, run_cli, argv, prog="python -m py4dstem_gnn.evaluation.cli")
+
+
+if __name__ == "__main__":  # pragma: no cover - command line
+    raise SystemExit(main())
