@@ -92,6 +92,25 @@ class Prediction:
     n_spots : numpy.ndarray of int64, shape (n,)
         Number of diffracted spots (direct beam excluded) seen by the model (for
         :func:`aggregate_views`: the total over the group).
+    phase : numpy.ndarray of int64, shape (n,), or None
+        With the match stage on (``phases=...``): index into ``phases`` of the identified phase,
+        -1 where none was identified (then the labels are the network's, or a soft combination).
+    phases : list of dict, or None
+        The phase table: one entry per identified phase (``formula``, ``space_group``,
+        ``crystal_system``, ``source``).
+    zone_axis : numpy.ndarray of int64, shape (n, 3), or None
+        Zone axis ``[uvw]`` of the identified phase's conventional cell, signed along the beam
+        (0 0 0 where no phase).
+    in_plane_angle : numpy.ndarray of float32, shape (n,), or None
+        In-plane rotation (degrees) of the identified orientation (NaN where no phase).
+    orientation : numpy.ndarray of float64, shape (n, 3, 3), or None
+        py4DSTEM orientation matrix of the identified phase (NaN where none).
+    match_score : numpy.ndarray of float32, shape (n,), or None
+        Best match score of any candidate (cosine of indexed intensities less misfit penalties;
+        1 is a perfect match; NaN where no candidate).
+    q_scale : numpy.ndarray of float32, shape (n,), or None
+        Fitted scale, measured / template spot distances, of the identified phase: its median
+        over a scan checks the Q calibration (NaN where no phase).
     """
 
     crystal_system: np.ndarray
@@ -101,6 +120,13 @@ class Prediction:
     space_group_probs: np.ndarray
     n_spots: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    phase: np.ndarray | None = None
+    phases: list | None = None
+    zone_axis: np.ndarray | None = None
+    in_plane_angle: np.ndarray | None = None
+    orientation: np.ndarray | None = field(default=None, repr=False)
+    match_score: np.ndarray | None = None
+    q_scale: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.crystal_system.shape[0])
@@ -338,10 +364,17 @@ def predict_pointlists(
     batch_size: int | None = None,
     progress: bool = False,
     *,
+    phases: Any = "pool",
+    elements: Sequence[str] | None = None,
     direct_beam_tolerance: float = 0.05,
     autocast: bool = False,
+    match_config: Any = None,
+    network: str = "auto",
 ) -> Prediction:
-    """Classify diffraction pointlists into crystal system and space group.
+    """Classify diffraction pointlists: phase, zone axis, crystal system and space group.
+
+    Known structures are matched first (:mod:`py4dstem_gnn.matching`); the network answers
+    where no bank phase matches well; :mod:`py4dstem_gnn.decide` combines the two.
 
     Parameters
     ----------
@@ -360,12 +393,24 @@ def predict_pointlists(
         memory (patterns × padded spots per batch stays under a device budget).
     progress : bool
         Show a tqdm progress bar.
+    phases : "pool", None, list or TemplateBank
+        Phases to match against: ``"pool"`` (default) the shipped bank of the whole structure pool;
+        a list of CIF paths, ASE ``Atoms`` or py4DSTEM ``Crystal`` objects (templates made on the
+        fly); a :class:`~py4dstem_gnn.matching.TemplateBank`; ``None`` switches matching off (the
+        network alone, as before the match stage existed).
+    elements : sequence of str, optional
+        Keep only phases made of these elements (all of a phase's elements among them), e.g.
+        ``["Au"]`` or ``["Ti", "O"]`` from an EDS spectrum.
     direct_beam_tolerance : float
         Largest distance (1/A) from ``q = 0`` at which a spot counts as the
         direct beam.
     autocast : bool
         Run the model under bfloat16 autocast (off by default: it was not faster
         on the CPU, see ``benchmarks/results/inference.md``).
+    match_config : MatchConfig, optional
+        Tolerances of the matcher (:class:`py4dstem_gnn.matching.MatchConfig`).
+    network : {"auto", "always", "never"}
+        Run the network where the match is not decisive (default), on every pattern, or never.
 
     Returns
     -------
@@ -413,11 +458,43 @@ def predict_pointlists(
     for arr in arrays:
         spots, _removed = split_direct_beam(arr, tolerance=direct_beam_tolerance)
         spot_lists.append(np.asarray(spots, dtype=np.float32).reshape(-1, 3))
-    cs_p, sg_p = _predict_spot_lists(spot_lists, net, dev, batch_size, progress, autocast)
     n_spots = np.fromiter((len(s) for s in spot_lists), np.int64, len(spot_lists))
     from .confidence.calibration import apply_model_calibration
+    from .matching import resolve_bank
 
-    return apply_model_calibration(Prediction.from_probs(cs_p, sg_p, n_spots), net)
+    if network not in ("auto", "always", "never"):
+        raise ValueError(f"network must be 'auto', 'always' or 'never', got {network!r}")
+    bank = resolve_bank(phases, elements)
+    if bank is None:
+        cs_p, sg_p = _predict_spot_lists(spot_lists, net, dev, batch_size, progress, autocast)
+        return apply_model_calibration(Prediction.from_probs(cs_p, sg_p, n_spots), net)
+    return _predict_with_match(spot_lists, n_spots, bank, net, dev, batch_size, progress, autocast, match_config, network)
+
+
+def _predict_with_match(spot_lists, n_spots, bank, net, dev, batch_size, progress, autocast, match_config,
+                        network: str) -> Prediction:
+    """Match -> network where needed -> decide (see :func:`predict_pointlists`)."""
+    from .decide import decide, load_decision_params, network_needed
+    from .matching import match_fields, match_patterns
+
+    params = load_decision_params()
+    match = match_patterns(spot_lists, bank, match_config, progress=progress)
+    need = np.ones(len(spot_lists), bool) if network == "always" else (
+        np.zeros(len(spot_lists), bool) if network == "never" else network_needed(match, params))
+    cs_p = np.full((len(spot_lists), N_CRYSTAL_SYSTEMS), 1.0 / N_CRYSTAL_SYSTEMS, np.float32)
+    sg_p = np.full((len(spot_lists), N_SPACE_GROUPS), 1.0 / N_SPACE_GROUPS, np.float32)
+    run = np.flatnonzero(need)
+    if run.size:
+        cs_r, sg_r = _predict_spot_lists([spot_lists[i] for i in run], net, dev, batch_size, progress, autocast)
+        cs_p[run], sg_p[run] = cs_r, sg_r
+    dec = decide(match, cs_p, sg_p, params, bank.crystal_system.astype(np.int64), need, bank.space_group.astype(np.int64))
+    fields = match_fields(match, bank, dec.phase, dec.phase_rank)
+    pred = Prediction(crystal_system=dec.crystal_system, space_group=dec.space_group, confidence=dec.confidence,
+                      crystal_system_probs=dec.crystal_system_probs, space_group_probs=dec.space_group_probs,
+                      n_spots=n_spots, **fields)
+    pred.meta.update({"confidence_calibrated": bool(params.calibration_x), "network_ran": need,
+                      "decision": "match + network", "bank_phases": bank.n_phases})
+    return pred
 
 
 def aggregate_views(pred: Prediction, groups: Sequence[Any] | np.ndarray, rule: str = "product") -> Prediction:
