@@ -283,6 +283,11 @@ def remove_direct_beam(
 def _what_to_do(obj: Any) -> str:
     """The hint of :func:`check_braggvectors` for a wrong input."""
     kind = type(obj).__name__
+    if kind in ("CalibratedVectorGetter", "RawVectorGetter"):
+        return (
+            "pass `bv` (the BraggVectors itself), not `bv.cal` or `bv.raw`: classify_braggvectors reads "
+            "the calibration from the BraggVectors and applies it to the whole scan at once"
+        )
     if kind == "DataCube":
         return (
             "run braggvectors = datacube.find_Bragg_disks(template=kernel, ...) first, calibrate them "

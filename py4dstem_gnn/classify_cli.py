@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .classify import classify_braggvectors
 
-__all__ = ["configure_parser", "run_cli"]
+__all__ = ["configure_parser", "run_cli", "default_output", "summary_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,39 +49,128 @@ def _find_braggvectors(obj: Any, name: str | None) -> Any:
 def configure_parser(parser: Any) -> None:
     """Arguments of ``py4dstem-gnn classify``."""
     parser.add_argument("input", help="py4DSTEM file (EMD/HDF5) holding calibrated BraggVectors")
-    parser.add_argument("-o", "--output", default=None, help="output file (default: <input>_maps.h5)")
-    parser.add_argument("--braggvectors", default=None, help="name of the BraggVectors in the file (if several)")
+    parser.add_argument(
+        "-o", "--output", default=None,
+        help="output file: the BraggVectors with the maps attached (default: <input stem>_maps.h5 beside the input)",
+    )
+    parser.add_argument("--braggvectors", default=None, help="name of the BraggVectors in the file (if it holds several)")
     parser.add_argument("--model", default="default", help="weights name or path (default: the shipped weights)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--min-spots", type=int, default=5)
-    parser.add_argument("--median-filter", type=int, default=5)
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default: auto)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None,
+        help="patterns per forward pass (default: chosen from the spot counts, memory-bounded)",
+    )
+    parser.add_argument(
+        "--min-spots", type=int, default=5,
+        help="positions with fewer diffracted spots (direct beam excluded) get no label (default: 5)",
+    )
+    parser.add_argument(
+        "--median-filter", type=int, default=5,
+        help="k x k majority filter over the labelled positions of the maps; 1 switches it off (default: 5)",
+    )
     parser.add_argument(
         "--confidence-threshold", type=float, default=None,
-        help="positions with a lower confidence are invalid (default: the calibrated value in the weights' card; 0: off)",
+        help="positions with a lower confidence get no label (default: the calibrated value in the weights' card; 0: off)",
     )
-    parser.add_argument("--coverage", type=float, default=None, help="coverage of the conformal sets (default: the card's)")
-    parser.add_argument("--figure", default=None, help="also write the crystal-system figure (PNG) here")
+    parser.add_argument(
+        "--coverage", type=float, default=None,
+        help="coverage of the conformal crystal-system sets, e.g. 0.9 (default: the card's)",
+    )
+    parser.add_argument(
+        "--figure", default=None,
+        help="also write the crystal-system figure here (PNG; a .pdf or .svg name writes that format)",
+    )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bars (also py4DSTEM's while reading and saving)"
     )
     parser.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bars and no log messages below ERROR"
+        "-q", "--quiet", action="store_true",
+        help="print nothing: no summary, no progress bars, no log messages or warnings below ERROR",
     )
 
 
-def run_cli(args: Any) -> int:
-    """Run ``py4dstem-gnn classify``: read, classify, attach, save (and plot)."""
-    from pathlib import Path
+def default_output(input_path: str | os.PathLike) -> Path:
+    """``<input stem>_maps.h5`` beside the input (an input already named ``*_maps`` keeps one ``_maps``).
 
+    Raises
+    ------
+    ValueError
+        If that name is the input itself (re-classifying ``x_maps.h5``): pass ``-o``.
+    """
+    path = Path(input_path)
+    stem = path.stem[: -len("_maps")] if path.stem.endswith("_maps") else path.stem
+    out = path.with_name(f"{stem}_maps.h5")
+    if out.resolve() == path.resolve():
+        raise ValueError(
+            f"{path.name} already is a maps file and the default output would overwrite it; choose where the new "
+            "maps go with -o NEW_FILE.h5"
+        )
+    return out
+
+
+def _shares(values: np.ndarray, names: Any, top: int) -> str:
+    """``"cubic 82.6 %, hexagonal 4.2 %"`` over the labelled values (>= 0), most frequent first."""
+    values = values[values >= 0]
+    if not values.size:
+        return "none"
+    nums, counts = np.unique(values, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    parts = [f"{names(int(nums[i]))} {100 * counts[i] / values.size:.1f} %" for i in order[:top]]
+    if len(order) > top:
+        parts.append(f"{len(order) - top} more")
+    return ", ".join(parts)
+
+
+def summary_text(maps: Any, output: str | os.PathLike, figure: str | None = None) -> str:
+    """The summary ``py4dstem-gnn classify`` prints: labelled share, class shares, where the maps went.
+
+    Parameters
+    ----------
+    maps : py4DSTEM.RealSlice
+        The maps returned by :func:`~py4dstem_gnn.classify_braggvectors`.
+    output : str or path
+        The file written.
+    figure : str, optional
+        The figure written, if any.
+
+    Returns
+    -------
+    str
+        A few lines; shares of crystal systems and space groups are over the labelled positions.
+    """
+    from .labels import CRYSTAL_SYSTEMS, hermann_mauguin
+
+    cs = np.asarray(maps.get_slice("crystal_system").data).astype(int)
+    sg = np.asarray(maps.get_slice("space_group").data).astype(int)
+    n, n_valid = cs.size, int((cs >= 0).sum())
+    shape = " x ".join(str(s) for s in cs.shape)
+    lines = [
+        f"labelled: {n_valid:,} of {n:,} positions ({100 * n_valid / max(n, 1):.1f} %; scan {shape})",
+        f"crystal systems (of the labelled): {_shares(cs, lambda v: CRYSTAL_SYSTEMS[v], 7)}",
+        f"space groups (of the labelled):    {_shares(sg, lambda v: f'{v} {hermann_mauguin(v)}', 5)}",
+        f"maps: {output} (RealSlice {maps.name!r} attached to the BraggVectors)",
+    ]
+    if figure:
+        lines.append(f"figure: {figure}")
+    return "\n".join(lines)
+
+
+def run_cli(args: Any) -> int:
+    """Run ``py4dstem-gnn classify``: read, classify, attach, save (and plot); print a summary unless quiet."""
     import py4DSTEM
 
+    from .cli import log_warnings
     from .progress import quiet_py4dstem
 
-    # --quiet: no bars here; py4dstem_gnn.cli.main also lowers the log level to ERROR
-    progress = not (args.no_progress or getattr(args, "quiet", False))
+    log_warnings()  # importing py4DSTEM replaced warnings.showwarning
+    quiet = bool(getattr(args, "quiet", False))
+    # --quiet: no bars, no summary; py4dstem_gnn.cli.main also lowers the log level to ERROR
+    progress = not (args.no_progress or quiet)
     if not Path(args.input).is_file():
         raise FileNotFoundError(f"input file {args.input} does not exist")
+    out = Path(args.output) if args.output else default_output(args.input)
     with quiet_py4dstem(not progress):
         obj = py4DSTEM.read(args.input)
     bv = _find_braggvectors(obj, args.braggvectors)
@@ -93,13 +186,14 @@ def run_cli(args: Any) -> int:
         coverage=args.coverage,
     )
     bv.attach(maps)
-    out = Path(args.output) if args.output else Path(args.input).with_name(Path(args.input).stem + "_maps.h5")
     with quiet_py4dstem(not progress):
         py4DSTEM.save(str(out), bv, mode="o")
     logger.info("wrote %s (RealSlice %r attached to the BraggVectors %r)", out, maps.name, bv.name)
     if args.figure:
         from .plot import crystal_system_figure
 
-        crystal_system_figure(maps).savefig(args.figure, dpi=120)
+        crystal_system_figure(maps).savefig(args.figure, dpi=300)
         logger.info("wrote %s", args.figure)
+    if not quiet:
+        print(summary_text(maps, out, args.figure))
     return 0

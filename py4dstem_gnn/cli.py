@@ -12,40 +12,74 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-__all__ = ["main", "module_main", "COMMANDS", "LOG_FORMAT"]
+__all__ = ["main", "module_main", "log_warnings", "COMMANDS", "USER_COMMANDS", "LOG_FORMAT"]
 
 #: Format of the log lines of every command.
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
-#: command -> (module, one-line help)
+#: command -> (module, one-line help). The first :data:`USER_COMMANDS` are for users of the maps; the
+#: others make data, train and evaluate models.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "classify": ("py4dstem_gnn.classify_cli", "classify the BraggVectors of a py4DSTEM file; save the maps, print a summary"),
+    "info": ("py4dstem_gnn.info", "what the shipped weights (or any) are: card summary, accuracy, confidence threshold"),
     "structures": ("py4dstem_gnn.data.structures", "build the labelled OQMD-ICSD structure pool and its train/val/test split"),
     "simulate": ("py4dstem_gnn.data.simulate", "simulate diffraction patterns (kinematic library, Bloch-wave sets)"),
     "export-tables": ("py4dstem_gnn.data.kinematic_torch", "write the kinematic library as one .npz of tables for train --sampler torch"),
     "train": ("py4dstem_gnn.training.cli", "train PE-AG-GMoE (resumable; torchrun for several GPUs)"),
     "curve": ("py4dstem_gnn.training.curve", "training curves of one or more run lineages (loss, validation accuracy, compute)"),
-    "evaluate": ("py4dstem_gnn.evaluation.cli", "evaluation report: model and random-forest baseline on the held-out set"),
-    "protocols": ("py4dstem_gnn.evaluation.cli", "accuracy per protocol (known, unseen-material, unseen-type) x regime x corruption, group-bootstrap intervals"),
     "calibrate": ("py4dstem_gnn.confidence.fit", "fit calibrated confidence, default threshold and conformal sets on validation data; write the weights' card"),
-    "classify": ("py4dstem_gnn.classify_cli", "classify the BraggVectors of a py4DSTEM file and save the maps beside them"),
-    "info": ("py4dstem_gnn.info", "the shipped default weights (or any model): card, parameter count, FLOPs per pattern"),
+    "evaluate": ("py4dstem_gnn.evaluation.cli", "accuracy report per protocol x regime x input x classifier, selective prediction and sets, group-bootstrap intervals"),
+    "protocols": ("py4dstem_gnn.evaluation.cli", "the same as evaluate (older name)"),
 }
+
+#: Commands for users of the maps, listed first by ``--help``.
+USER_COMMANDS: tuple[str, ...] = ("classify", "info")
+
+
+def _command_table(width: int = 16) -> str:
+    """The commands of ``--help``, grouped: user commands, then data / training / evaluation."""
+    import textwrap
+
+    def rows(names: list[str]) -> list[str]:
+        out = []
+        for name in names:
+            lines = textwrap.wrap(COMMANDS[name][1], 78 - width - 2) or [""]
+            out.append(f"  {name:<{width}}{lines[0]}")
+            out += [" " * (width + 2) + line for line in lines[1:]]
+        return out
+
+    others = [c for c in COMMANDS if c not in USER_COMMANDS]
+    return "\n".join(
+        ["user commands:", *rows(list(USER_COMMANDS)), "", "data, training and evaluation commands:", *rows(others),
+         "", "py4dstem-gnn <command> --help shows the options of a command."]
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="py4dstem-gnn",
         description="Crystal-system and space-group classification of 4D-STEM diffraction patterns (PE-AG-GMoE).",
+        epilog=_command_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     parser.add_argument(
         "-q", "--quiet", action="store_true",
-        help="errors only: no log messages below ERROR (classify also hides its progress bars)",
+        help="errors only: no log messages or warnings below ERROR (classify also hides its progress bars and summary)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="command")
-    for name, (_module, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
+    sub = parser.add_subparsers(dest="command", metavar="command", help="one of the commands listed below")
+    for name in COMMANDS:
+        sub.add_parser(name, add_help=False)  # listed (grouped) in the epilog
     return parser
+
+
+def log_warnings() -> None:
+    """Show ``warnings.warn`` (calibration, all-unlabelled scans) as log lines, so that ``-q`` silences them.
+
+    Call again after importing py4DSTEM, which replaces ``warnings.showwarning`` with a printer of its own.
+    """
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "quiet", False):
         level = logging.ERROR
     logging.basicConfig(level=level, format=LOG_FORMAT)
+    log_warnings()
     try:
         return int(module.run_cli(args) or 0)
     except (TypeError, ValueError, FileNotFoundError) as err:
@@ -107,6 +142,7 @@ def module_main(
     configure_parser(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    log_warnings()
     return run_cli(args)
 
 

@@ -6,6 +6,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import re  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -55,9 +57,9 @@ def test_crystal_system_figure_shows_the_sets_beside_the_map():
     maps["cs_set"] = np.where(cs >= 0, 1 << np.clip(cs, 0, 6), 0) | np.where(cs == 3, 1 << 6, 0)  # tetragonal | cubic
     fig = crystal_system_figure(maps)
     assert len(fig.axes) == 4
-    assert fig.axes[2].get_title().startswith("crystal-system set")
+    assert fig.axes[2].get_title().startswith("Crystal-system set")
     legend = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
-    assert any("|" in t or "cubic" in t for t in legend)
+    assert any("tetr | cub" in t for t in legend)
     assert len(fig.axes[3].patches) == 7  # the distribution moves right
     assert len(crystal_system_figure(maps, sets=False).axes) == 3
     fig.savefig(__import__("io").BytesIO(), format="png")
@@ -69,6 +71,8 @@ def test_space_group_figure_and_symbols():
     labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
     assert len(labels) == 3
     assert space_group_symbol(225) == "225 Fm-3m"
+    assert space_group_symbol(225, math=True) == r"225 $Fm\bar{3}m$"
+    assert space_group_symbol(194, math=True) == "194 $P6_3/mmc$"
     all_invalid = {"crystal_system": -np.ones((4, 4), int), "space_group": -np.ones((4, 4), int), "intensity": np.zeros((4, 4))}
     assert isinstance(space_group_figure(all_invalid), Figure)
     assert isinstance(crystal_system_figure(all_invalid), Figure)
@@ -159,7 +163,7 @@ def test_space_group_figure_uses_the_crystal_system_scheme():
     np.testing.assert_allclose(bars[0].get_facecolor()[:3], matplotlib.colors.to_rgb(CRYSTAL_SYSTEM_COLOURS[6]))
     np.testing.assert_allclose(bars[3].get_facecolor()[:3], matplotlib.colors.to_rgb(CRYSTAL_SYSTEM_COLOURS[5]))
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend[-2:] == ["other", "invalid"]
+    assert legend[-2:] == ["other", "not labelled"]
 
 
 def test_virtual_image_shape():
@@ -203,3 +207,167 @@ def test_tiny_synthetic_scan_end_to_end(tiny_scan, tmp_path):
     fig.savefig(tmp_path / "fig.png")
     assert (tmp_path / "fig.png").stat().st_size > 1000
     assert isinstance(space_group_figure(maps), Figure)
+
+
+# --- journal layout, scale bar, output ---------------------------------------------------------
+
+
+def _calibrated_maps(shape=(40, 50), pixel=2.0, units="A"):
+    m = _maps_dict(shape)
+    maps = py4DSTEM.RealSlice(data=np.stack([m["crystal_system"], m["space_group"], m["intensity"]]).astype(np.float32),
+                              slicelabels=["crystal_system", "space_group", "intensity"])
+    maps.calibration.set_R_pixel_size(pixel)
+    maps.calibration.set_R_pixel_units(units)
+    return maps
+
+
+def _texts(fig) -> list:
+    return [t for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip() and t.get_visible()]
+
+
+@pytest.mark.parametrize("kind", ["crystal_system", "crystal_system_sets", "space_group"])
+def test_figures_fit_a_journal_page_with_legible_text(kind):
+    maps = _maps_dict((40, 50))
+    if kind == "crystal_system_sets":
+        maps["cs_set"] = np.where(maps["crystal_system"] >= 0, 1 << np.clip(maps["crystal_system"], 0, 6), 0)
+    fig = space_group_figure(maps) if kind == "space_group" else crystal_system_figure(maps)
+    assert len(fig.axes) == {"crystal_system": 3, "crystal_system_sets": 4, "space_group": 2}[kind]
+    width, height = fig.get_size_inches()
+    assert width <= 7.2 and height <= 9.0
+    sizes = [t.get_fontsize() for t in _texts(fig)]
+    assert min(sizes) >= 6.5  # value labels 7 pt, all else 7-9 pt
+    for legend in [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
+        assert min(t.get_fontsize() for t in legend.get_texts()) >= 7
+    texts = " ".join(t.get_text() for t in _texts(fig))
+    assert "n = " in texts and " of 2,000" in texts  # the denominator is stated
+    assert all(ax.get_title() for ax in fig.axes)  # every panel titled
+    # every share is given in %
+    assert not re.search(r"\b\d+\.\d\b(?! %)", texts), texts
+
+
+def test_scale_bar_in_the_calibrated_units():
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    fig = crystal_system_figure(_calibrated_maps(shape=(40, 50), pixel=2.0, units="A"))
+    bars = [a for ax in fig.axes for a in ax.artists if isinstance(a, AnchoredSizeBar)]
+    assert len(bars) == 2  # image and map
+    label = bars[0].txt_label.get_text()
+    assert label == "2 nm"  # 50 positions x 2 A = 10 nm wide: a quarter, rounded down to 1-2-5
+    fig = crystal_system_figure(_maps_dict((40, 50)))  # no calibration: scan pixels
+    bars = [a for ax in fig.axes for a in ax.artists if isinstance(a, AnchoredSizeBar)]
+    assert bars[0].txt_label.get_text() == "10 px"
+
+
+def test_scale_bar_from_the_datacube_when_the_maps_have_none():
+    from py4dstem_gnn.plot_tools import real_space_scale
+
+    cube = py4DSTEM.DataCube(data=np.zeros((4, 5, 8, 8), np.float32))
+    cube.calibration.set_R_pixel_size(1.5)
+    cube.calibration.set_R_pixel_units("nm")
+    assert real_space_scale(_maps_dict(), cube) == (1.5, "nm")
+    assert real_space_scale(_calibrated_maps(pixel=3.0, units="A"), cube) == (3.0, "Å")
+    assert real_space_scale(None, _maps_dict()) == (1.0, "px")
+
+
+def test_save_figure_writes_png_and_pdf(tmp_path):
+    from py4dstem_gnn.plot import save_figure
+
+    paths = save_figure(crystal_system_figure(_maps_dict()), tmp_path / "sub" / "fig2.png")
+    assert [p.name for p in paths] == ["fig2.png", "fig2.pdf"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:4] == b"%PDF"
+    (svg,) = save_figure(space_group_figure(_maps_dict()), tmp_path / "sg", formats=("svg",))
+    assert "<svg" in svg.read_text()[:500]
+
+
+def test_percent_labels():
+    from py4dstem_gnn.plot_tools import percent
+
+    assert [percent(x) for x in (1.0, 0.0, 0.5, 0.8263, 0.03)] == ["100 %", "0 %", "50.0 %", "82.6 %", "3.0 %"]
+
+
+# --- wrong input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["crystal_system_figure", "space_group_figure", "prediction_set_figure", "phase_map_figure"])
+def test_figures_refuse_braggvectors_with_what_to_pass(name):
+    from py4dstem_gnn import plot
+    from py4dstem_gnn.data.synthetic import random_braggvectors
+
+    bv = random_braggvectors((2, 3), spots=(4, 6), seed=0)
+    with pytest.raises(TypeError, match="pass the maps returned by classify_braggvectors"):
+        getattr(plot, name)(bv)
+    with pytest.raises(TypeError, match="pass the maps returned by classify_braggvectors"):
+        getattr(plot, name)(np.zeros((3, 3)))
+
+
+# --- phase map -----------------------------------------------------------------------------------
+
+
+def _phase_maps(table, shape=(30, 40), with_extras=True):
+    rng = np.random.default_rng(0)
+    phase = np.full(shape, -1)
+    phase[:, :15] = 0
+    phase[:, 15:30] = 1
+    phase[5:10, 20:25] = 2
+    labels, slices = ["phase"], [phase]
+    if with_extras:
+        score = np.where(phase >= 0, rng.random(shape), np.nan)
+        uvw = np.zeros((3,) + shape)
+        uvw[:, phase >= 0] = np.array([1, 1, 0])[:, None]
+        uvw[:, :, :8] = np.array([0, 0, 1])[:, None, None]
+        labels += ["match_score", "zone_axis_u", "zone_axis_v", "zone_axis_w"]
+        slices += [score, *uvw]
+    maps = py4DSTEM.RealSlice(data=np.stack(slices).astype(np.float32), slicelabels=labels)
+    from emdfile import Metadata
+
+    maps.metadata = Metadata(name="py4dstem_gnn", data={"phases": table})
+    return maps
+
+
+ROWS = [
+    {"formula": "Au", "space_group": 225, "crystal_system": 6, "source": "oqmd-1"},
+    {"formula": "TiO2", "space_group": 136, "crystal_system": 3, "source": "rutile.cif"},
+    {"formula": "ZnO", "space_group": 186, "crystal_system": 5, "source": "oqmd-3"},
+]
+
+
+@pytest.mark.parametrize("table", [
+    ROWS,
+    {k: np.array([r[k] for r in ROWS]) for k in ROWS[0]},  # columns, as Metadata may give them back
+    {k: [r[k] for r in ROWS] for k in ROWS[0]},
+    {str(i): r for i, r in enumerate(ROWS)},
+])
+def test_phase_table_is_read_whatever_its_shape(table):
+    from py4dstem_gnn.plot_phase import phase_table
+
+    rows = phase_table(_phase_maps(table, with_extras=False))
+    assert [r["formula"] for r in rows] == ["Au", "TiO2", "ZnO"]
+    assert [int(r["space_group"]) for r in rows] == [225, 136, 186]
+
+
+def test_phase_map_figure_with_scores_and_zone_axes():
+    from py4dstem_gnn.plot import phase_map_figure
+
+    fig = phase_map_figure(_phase_maps(ROWS))
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 4
+    assert fig.get_size_inches()[0] <= 7.2
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["Au (225 Fm-3m)", "TiO2 (136 P4_2/mnm)", "ZnO (186 P6_3mc)", "no match"]
+    bar_labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    assert bar_labels == legend[:3]
+    assert "n = 900 matched of 1,200 positions" in fig.axes[1].get_xlabel()
+    zone_legend = " ".join(t.get_text() for t in fig.axes[3].get_legend().get_texts())
+    assert "[001]" in zone_legend and "[110]" in zone_legend
+    assert fig._repr_png_()[:4] == b"\x89PNG"
+
+
+def test_phase_map_figure_without_a_table_or_extras():
+    from py4dstem_gnn.plot import phase_map_figure
+
+    maps = {"phase": np.array([[0, 0, -1], [1, -1, -1]])}
+    fig = phase_map_figure(maps)
+    assert len(fig.axes) == 2
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[:2] == ["phase 0", "phase 1"] or "other phases" in legend
+    empty = phase_map_figure({"phase": -np.ones((4, 4), int)})
+    assert isinstance(empty, Figure)
