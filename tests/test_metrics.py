@@ -134,15 +134,16 @@ def test_consistent_argmax():
     assert c[0] == 6 and s[0] == 225
 
 
-def test_bootstrap_accuracy_over_materials():
+def test_group_replicates_over_materials():
     # two materials: one always right (3 patterns), one always wrong (1 pattern)
     correct = np.array([1, 1, 1, 0], bool)
     groups = np.array([0, 0, 0, 1])
-    boot = M.bootstrap_accuracy(correct, groups, n_boot=2000, seed=0)
+    _, boot, n, ng = M.ratio_replicates(correct, groups, M.group_resampling_weights(2, 2000, 0))
     # resamples: {0,0} -> 1, {1,1} -> 0, {0,1} -> 3/4 with probabilities 1/4, 1/4, 1/2
-    assert set(np.round(np.unique(boot), 6)) <= {0.0, 0.75, 1.0}
+    assert set(np.round(np.unique(boot), 6)) <= {0.0, 0.75, 1.0} and (n, ng) == (4, 2)
     assert boot.mean() == pytest.approx(0.25 * 1 + 0.5 * 0.75, abs=0.03)
-    assert np.all(M.bootstrap_accuracy(np.ones(5, bool), np.arange(5), 50) == 1.0)
+    iv = M.group_bootstrap(np.ones(5, bool), np.arange(5), 50)
+    assert iv.mean == iv.low == iv.high == 1.0
 
 
 def test_group_bootstrap_wider_than_pattern_bootstrap_for_correlated_groups():

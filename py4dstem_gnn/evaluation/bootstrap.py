@@ -31,7 +31,6 @@ __all__ = [
     "percentile_interval",
     "group_bootstrap",
     "group_bootstrap_difference",
-    "bootstrap_accuracy",
 ]
 
 
@@ -211,38 +210,3 @@ def group_bootstrap_difference(
     ma, ra, n, ng = ratio_replicates(values_a, inv[: len(ga)], w)
     mb, rb, _, _ = ratio_replicates(values_b, inv[len(ga):], w)
     return percentile_interval(ma - mb, ra - rb, ci, n, ng)
-
-
-def bootstrap_accuracy(
-    correct: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0
-) -> np.ndarray:
-    """Accuracy under resampling of whole groups (materials) with replacement.
-
-    Patterns of one material are not independent, so the spread of an accuracy is estimated by
-    resampling materials, keeping all patterns of each drawn material (see
-    :func:`group_bootstrap` for an interval over material *groups*).
-
-    Parameters
-    ----------
-    correct : numpy.ndarray
-        ``(n,)`` bool, whether each prediction is right.
-    groups : numpy.ndarray
-        ``(n,)`` material key of each prediction.
-    n_boot : int
-        Number of bootstrap replicates.
-    seed : int
-        Seed of the resampling.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n_boot,)`` accuracies (use their standard deviation or percentiles).
-    """
-    _, inv = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = int(inv.max()) + 1 if len(inv) else 0
-    if n_groups == 0:
-        return np.full(n_boot, np.nan)
-    w = group_resampling_weights(n_groups, n_boot, seed)
-    hits = np.bincount(inv, weights=np.asarray(correct, dtype=np.float64), minlength=n_groups)
-    count = np.bincount(inv, minlength=n_groups).astype(np.float64)
-    return (w @ hits) / np.maximum(w @ count, 1.0)

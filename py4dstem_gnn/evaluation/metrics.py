@@ -15,7 +15,7 @@ the random-forest baseline are scored by the same code:
 * :func:`draw_views`, :func:`aggregate_probs`, :func:`aggregate_log_probs`, :func:`consistent_argmax`:
   combining ``k`` randomly drawn patterns (orientations) of each material (the multi-view figures of
   :func:`py4dstem_gnn.evaluation.protocols.evaluate_protocols`);
-* :func:`group_bootstrap`, :func:`group_bootstrap_difference`, :func:`bootstrap_accuracy`:
+* :func:`group_bootstrap`, :func:`group_bootstrap_difference`:
   intervals that resample whole material groups (defined in
   :mod:`py4dstem_gnn.evaluation.bootstrap`, re-exported here).
 """
@@ -30,7 +30,6 @@ import numpy as np
 from ..labels import N_SPACE_GROUPS, SG_TO_CS
 from .bootstrap import (
     BootstrapInterval,
-    bootstrap_accuracy,
     group_bootstrap,
     group_bootstrap_difference,
     group_resampling_weights,
@@ -52,7 +51,6 @@ __all__ = [
     "aggregate_probs",
     "aggregate_log_probs",
     "consistent_argmax",
-    "bootstrap_accuracy",
     "BootstrapInterval",
     "group_bootstrap",
     "group_bootstrap_difference",
