@@ -10,8 +10,10 @@ The end-to-end workflow of a microscopist, on data simulated here:
 2. py4DSTEM's ``find_Bragg_disks`` (parameters sized for the small detector) and
    calibration (origin fit, Q pixel size);
 3. ``py4dstem_gnn.classify_braggvectors``;
-4. the figure (Fig. 2 layout) as PNG, and the maps attached to the Bragg vectors
-   and saved with ``py4DSTEM.save`` (readable with ``py4DSTEM.read`` alone).
+4. the figures (Fig. 2 layout, space groups, and the phase map when the maps carry the
+   match stage's ``phase`` slice), each as PNG and PDF at journal page width, and the maps
+   attached to the Bragg vectors and saved with ``py4DSTEM.save`` (readable with
+   ``py4DSTEM.read`` alone).
 
 Run::
 
@@ -38,6 +40,8 @@ logger = logging.getLogger("au_nanoparticles")
 
 #: ``outputs/`` at the top of the repository (git-ignored), wherever the script is run from.
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "outputs"
+#: Probe step assumed for the synthetic scan (nm per scan position): particles of 12-20 nm diameter.
+PROBE_STEP_NM = 0.5
 
 
 class _Stage:
@@ -70,8 +74,9 @@ def run_example(
     Parameters
     ----------
     output_dir : str or path
-        Folder for ``au_nanoparticles_fig2.png``, ``au_nanoparticles_space_groups.png``
-        and ``au_nanoparticles_maps.h5``.
+        Folder for ``au_nanoparticles_fig2.png`` / ``.pdf``, ``au_nanoparticles_space_groups.png``
+        / ``.pdf``, ``au_nanoparticles_phases.png`` / ``.pdf`` (when the maps have a ``phase``
+        slice) and ``au_nanoparticles_maps.h5``.
     model : str, path or PEAGGMoE
         Weights to use (``"default"``: the shipped weights; it is an error if none
         are installed).
@@ -98,7 +103,7 @@ def run_example(
     import py4DSTEM
 
     from py4dstem_gnn.predict import _load, resolve_device
-    from py4dstem_gnn.plot import crystal_system_figure, space_group_figure
+    from py4dstem_gnn.plot import crystal_system_figure, phase_map_figure, save_figure, space_group_figure
     from py4dstem_gnn.progress import quiet_py4dstem
     from py4dstem_gnn.classify import classify_braggvectors
     from py4dstem_gnn.data.synthetic import au_nanoparticle_scan, detect_braggvectors
@@ -113,6 +118,8 @@ def run_example(
 
     with _Stage("simulate 4D-STEM scan", times):
         scan = au_nanoparticle_scan(scan_shape=scan_shape, qshape=qshape, seed=seed)
+        scan.datacube.calibration.set_R_pixel_size(PROBE_STEP_NM)  # the figures' scale bars
+        scan.datacube.calibration.set_R_pixel_units("nm")
     logger.info(
         "scan %s x detector %s, %d particles: %s",
         scan_shape, qshape, len(scan.particles), ", ".join(str(list(p.zone_axis)) for p in scan.particles),
@@ -126,29 +133,32 @@ def run_example(
     with _Stage("classify", times):
         maps = classify_braggvectors(bv, model=net, device=device, progress=progress)
 
+    paths: dict[str, Path] = {}
     with _Stage("figures", times):
         fig = crystal_system_figure(maps, datacube=scan.datacube, title="Au nanoparticles (synthetic 4D-STEM)")
-        fig_path = out / "au_nanoparticles_fig2.png"
-        fig.savefig(fig_path, dpi=120)
-        fig_sg = space_group_figure(maps)
-        sg_path = out / "au_nanoparticles_space_groups.png"
-        fig_sg.savefig(sg_path, dpi=120)
+        paths["figure"], paths["figure_pdf"] = save_figure(fig, out / "au_nanoparticles_fig2")
+        fig_sg = space_group_figure(maps, datacube=scan.datacube, math_symbols=True)
+        paths["space_groups"], paths["space_groups_pdf"] = save_figure(fig_sg, out / "au_nanoparticles_space_groups")
+        if "phase" in list(maps.slicelabels):
+            fig_ph = phase_map_figure(maps, datacube=scan.datacube, math_symbols=True)
+            paths["phases"], paths["phases_pdf"] = save_figure(fig_ph, out / "au_nanoparticles_phases")
 
     with _Stage("save maps (py4DSTEM.save)", times), quiet_py4dstem(not progress):
         bv.attach(maps)
         h5_path = out / "au_nanoparticles_maps.h5"
         py4DSTEM.save(str(h5_path), bv, mode="o")
+        paths["maps"] = h5_path
 
     summary = summarise(maps, scan.particle_map, [list(p.zone_axis) for p in scan.particles])
     logger.info("summary: %s", {k: v for k, v in summary.items() if not k.endswith("_counts")})
-    logger.info("wrote %s, %s, %s", fig_path, sg_path, h5_path)
+    logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     logger.info("stage times (s): %s", {k: round(v, 1) for k, v in times.items()})
     return {
         "maps": maps,
         "braggvectors": bv,
         "scan": scan,
         "times": times,
-        "paths": {"figure": fig_path, "space_groups": sg_path, "maps": h5_path},
+        "paths": paths,
         "summary": summary,
     }
 
@@ -221,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--scan", type=int, nargs=2, default=(64, 64), metavar=("RX", "RY"), help="probe positions")
     parser.add_argument("--detector", type=int, nargs=2, default=(128, 128), metavar=("QX", "QY"), help="detector pixels")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Poisson noise of the synthetic scan")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

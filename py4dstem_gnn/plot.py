@@ -287,7 +287,7 @@ def crystal_system_figure(
     with paper_style():
         if sets:
             fig = map_figure(figsize or (PAGE_WIDTH_IN, 5.0))
-            ax_img, ax_cs, ax_set, ax_bar = two_rows(fig, bottom_ratios=(1.25, 1.0))
+            ax_img, ax_cs, ax_set, ax_bar = two_rows(fig, top_ratios=(1.0, 1.45), bottom_ratios=(1.7, 1.0))
             _draw_set_map(ax_set, maps, scale=scale)
             axes = [ax_img, ax_cs, ax_set, ax_bar]
         else:
@@ -521,7 +521,7 @@ def prediction_set_figure(
                 sub = f"; space groups: median {np.median(sg_size[ran]):.0f}"
         except KeyError:
             pass
-        ax_size.set_title(f"Set size\nmean {size[ran].mean():.1f} crystal systems{sub}" if n_ran else "Set size")
+        ax_size.set_title(f"Set size (grey: no set)\nmean {size[ran].mean():.1f} crystal systems{sub}" if n_ran else "Set size")
         hide_ticks(ax_size)
         if scale is not None:
             add_scale_bar(ax_size, mask.shape[1], scale)

@@ -313,14 +313,16 @@ def hide_ticks(ax: Any) -> None:
     ax.set_anchor("W")
 
 
-def two_rows(fig: Any, bottom: int = 2, bottom_ratios: tuple[float, float] = (1.0, 1.0)) -> list[Any]:
+def two_rows(
+    fig: Any, bottom: int = 2, top_ratios: tuple[float, float] = (1.0, 1.0), bottom_ratios: tuple[float, float] = (1.0, 1.0)
+) -> list[Any]:
     """Four panels (or three: ``bottom=1``) in two rows of two, each row laid out on its own.
 
     Each row is a subfigure, so that the wide tick labels of a bar chart in one row do not push
     the maps of the other row aside. Returns the axes top left, top right, bottom left(, bottom right).
     """
     top_fig, bottom_fig = fig.subfigures(2, 1, height_ratios=[1.0, 1.12])
-    axes = list(top_fig.subplots(1, 2))
+    axes = list(top_fig.subplots(1, 2, gridspec_kw={"width_ratios": list(top_ratios)}))
     low = list(bottom_fig.subplots(1, 2, gridspec_kw={"width_ratios": list(bottom_ratios)}))
     if bottom == 1:
         low[1].remove()
@@ -343,7 +345,10 @@ def share_bars(ax: Any, labels: list[str], colours: list[str], frac: np.ndarray,
     ax.barh(y, 100 * np.asarray(frac), color=colours, edgecolor="#333333", linewidth=0.4, height=0.7)
     ax.set_yticks(y)
     ax.set_yticklabels(labels)
-    ax.set_ylim(max(slots, len(labels)) - 0.5, -0.5)  # bars of one height whatever their number
+    # bars of one thickness whatever their number, centred in the panel, most frequent on top
+    half = max(slots, len(labels)) / 2.0
+    centre = (len(labels) - 1) / 2.0
+    ax.set_ylim(centre + half, centre - half)
     ax.set_xlim(0, 122)
     ax.set_xticks([0, 25, 50, 75, 100])
     for i, f in enumerate(frac):

@@ -58,3 +58,33 @@ def test_tiny_run_writes_only_into_the_output_folder(example, tmp_path):
     for path in res["paths"].values():
         assert Path(path).parent == tmp_path / "out" and Path(path).stat().st_size > 0
     assert res["summary"]["positions"] == 144
+
+
+def test_figures_as_png_and_pdf_and_the_phase_map_when_the_maps_have_phases(example, tmp_path, monkeypatch):
+    """When classify_braggvectors returns the match stage's slices, the example also draws the phase map."""
+    import py4dstem_gnn.classify as classify_module
+    from emdfile import Metadata
+    from py4dstem_gnn.toy import tiny_model
+
+    original = classify_module.classify_braggvectors
+
+    def with_phases(bv, **kwargs):
+        maps = original(bv, **kwargs)
+        labels = list(maps.slicelabels)
+        phase = np.where(maps.get_slice("n_spots").data >= 5, 0, -1).astype(np.float32)
+        out = py4DSTEM.RealSlice(data=np.concatenate([maps.data, phase[None]]), slicelabels=labels + ["phase"],
+                                 name=maps.name)
+        # a table of columns: py4DSTEM.save refuses a list of dicts in Metadata
+        out.metadata = Metadata(name="py4dstem_gnn", data={"phases": {"formula": ["Au"], "space_group": [225],
+                                                                       "crystal_system": [6], "source": ["test"]}})
+        return out
+
+    monkeypatch.setattr(classify_module, "classify_braggvectors", with_phases)
+    res = example.run_example(tmp_path, model=tiny_model(), scan_shape=(12, 12), qshape=(96, 96), device="cpu", progress=False)
+    names = sorted(Path(p).name for p in res["paths"].values())
+    assert names == sorted([
+        "au_nanoparticles_fig2.png", "au_nanoparticles_fig2.pdf",
+        "au_nanoparticles_space_groups.png", "au_nanoparticles_space_groups.pdf",
+        "au_nanoparticles_phases.png", "au_nanoparticles_phases.pdf", "au_nanoparticles_maps.h5",
+    ])
+    assert Path(res["paths"]["phases_pdf"]).read_bytes()[:4] == b"%PDF"

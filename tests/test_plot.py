@@ -371,3 +371,19 @@ def test_phase_map_figure_without_a_table_or_extras():
     assert legend[:2] == ["phase 0", "phase 1"] or "other phases" in legend
     empty = phase_map_figure({"phase": -np.ones((4, 4), int)})
     assert isinstance(empty, Figure)
+
+
+def test_phase_map_after_a_round_trip_through_py4dstem_save(tmp_path):
+    """The table as columns of lists survives py4DSTEM.save / read (a list of dicts would not save)."""
+    from py4dstem_gnn.plot import phase_map_figure
+    from py4dstem_gnn.plot_phase import phase_table
+    from py4dstem_gnn.progress import quiet_py4dstem
+
+    columns = {k: [r[k] for r in ROWS] for k in ROWS[0]}
+    maps = _phase_maps(columns)
+    with quiet_py4dstem():
+        py4DSTEM.save(str(tmp_path / "m.h5"), maps, mode="o")
+        back = py4DSTEM.read(str(tmp_path / "m.h5"))
+    assert [r["formula"] for r in phase_table(back)] == ["Au", "TiO2", "ZnO"]
+    legend = [t.get_text() for t in phase_map_figure(back).axes[0].get_legend().get_texts()]
+    assert legend[0] == "Au (225 Fm-3m)"
