@@ -104,8 +104,10 @@ def phase_table(maps: Any) -> list[dict[str, Any]]:
     Parameters
     ----------
     maps : py4DSTEM.RealSlice or dict
-        Maps whose ``metadata["py4dstem_gnn"]["phases"]`` holds the table (a dict may
-        hold it under ``"phases"`` itself).
+        Maps whose ``metadata["py4dstem_gnn"]`` holds the table, under ``"phases"`` or as
+        parallel lists ``phase_formula``, ``phase_space_group``, ``phase_crystal_system``,
+        ``phase_source`` (how :func:`~py4dstem_gnn.classify_braggvectors` stores it, as
+        py4DSTEM saves lists but not lists of dicts); a dict of arrays may hold it the same ways.
 
     Returns
     -------
@@ -117,10 +119,20 @@ def phase_table(maps: Any) -> list[dict[str, Any]]:
     """
     raw = None
     try:
-        raw = maps.metadata["py4dstem_gnn"]["phases"]
-    except Exception:  # noqa: BLE001 - no metadata, no table, older maps
-        if isinstance(maps, Mapping):
-            raw = maps.get("phases")
+        meta = maps.metadata["py4dstem_gnn"]
+    except Exception:  # noqa: BLE001 - no metadata (a dict of arrays, older maps)
+        meta = maps if isinstance(maps, Mapping) else None
+    if meta is not None:
+        try:
+            raw = meta["phases"]
+        except Exception:  # noqa: BLE001 - the table as parallel lists phase_formula, phase_space_group, ...
+            columns = {}
+            for key in _KEYS:
+                try:
+                    columns[key] = list(meta[f"phase_{key}"])
+                except Exception:  # noqa: BLE001
+                    continue
+            raw = columns if "formula" in columns else None
     try:
         return _rows(raw)
     except Exception as err:  # noqa: BLE001 - a figure never fails on a malformed table

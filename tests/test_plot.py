@@ -331,6 +331,17 @@ ROWS = [
 ]
 
 
+def test_phase_table_as_the_parallel_lists_of_classify_braggvectors():
+    from emdfile import Metadata
+    from py4dstem_gnn.plot_phase import phase_table
+
+    maps = _phase_maps(None, with_extras=False)
+    maps.metadata = Metadata(name="py4dstem_gnn", data={f"phase_{k}": [r[k] for r in ROWS] for k in ROWS[0]})
+    assert phase_table(maps) == ROWS
+    assert phase_table({"phase": np.zeros((2, 2)), "phase_formula": ["Au"], "phase_space_group": [225]}) == [
+        {"formula": "Au", "space_group": 225}]
+
+
 @pytest.mark.parametrize("table", [
     ROWS,
     {k: np.array([r[k] for r in ROWS]) for k in ROWS[0]},  # columns, as Metadata may give them back
