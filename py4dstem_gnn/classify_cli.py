@@ -138,7 +138,9 @@ def summary_text(maps: Any, output: str | os.PathLike, figure: str | None = None
     Returns
     -------
     str
-        A few lines; shares of crystal systems and space groups are over the labelled positions.
+        A few lines; shares of crystal systems and space groups are over the labelled positions,
+        those of the phases (when the maps carry the match stage's ``phase`` slice) over the
+        matched positions.
     """
     from .labels import CRYSTAL_SYSTEMS, hermann_mauguin
 
@@ -150,8 +152,17 @@ def summary_text(maps: Any, output: str | os.PathLike, figure: str | None = None
         f"labelled: {n_valid:,} of {n:,} positions ({100 * n_valid / max(n, 1):.1f} %; scan {shape})",
         f"crystal systems (of the labelled): {_shares(cs, lambda v: CRYSTAL_SYSTEMS[v], 7)}",
         f"space groups (of the labelled):    {_shares(sg, lambda v: f'{v} {hermann_mauguin(v)}', 5)}",
-        f"maps: {output} (RealSlice {maps.name!r} attached to the BraggVectors)",
     ]
+    if "phase" in [str(s) for s in maps.slicelabels]:
+        from .plot_phase import phase_label, phase_table
+
+        table = phase_table(maps)
+        phase = np.asarray(maps.get_slice("phase").data)
+        phase = np.where(np.isfinite(phase), phase, -1).astype(int)
+        n_matched = int((phase >= 0).sum())
+        names = lambda v: phase_label(table[v] if v < len(table) else None, v)  # noqa: E731
+        lines.append(f"phases (of the {n_matched:,} matched):   {_shares(phase, names, 5)}")
+    lines.append(f"maps: {output} (RealSlice {maps.name!r} attached to the BraggVectors)")
     if figure:
         lines.append(f"figure: {figure}")
     return "\n".join(lines)

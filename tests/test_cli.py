@@ -155,6 +155,14 @@ def test_summary_text_states_the_denominators():
     assert "cubic 80.0 %, hexagonal 20.0 %" in text
     assert "225 Fm-3m 60.0 %, 194 P6_3/mmc 20.0 %, 221 Pm-3m 20.0 %" in text  # ties: lower number first
     assert "x_maps.h5" in text and "figure: x.png" in text
+    assert "phases" not in text
+    from emdfile import Metadata
+
+    phase = np.array([[0, 0, 1, -1], [0, -1, -1, -1]])
+    maps = py4DSTEM.RealSlice(data=np.stack([cs, sg, phase]).astype(np.float32),
+                              slicelabels=["crystal_system", "space_group", "phase"], name="crystal_maps")
+    maps.metadata = Metadata(name="py4dstem_gnn", data={"phase_formula": ["Au", "Cu"], "phase_space_group": [225, 225]})
+    assert "phases (of the 4 matched):   Au (225 Fm-3m) 75.0 %, Cu (225 Fm-3m) 25.0 %" in summary_text(maps, "x.h5")
 
 
 def test_classify_bad_input_exits_2_with_one_line(tmp_path, capsys):
