@@ -54,10 +54,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from .braggvectors import (  # re-exported: the reading stage lives in braggvectors.py
     RaggedVectors,
@@ -65,15 +64,23 @@ from .braggvectors import (  # re-exported: the reading stage lives in braggvect
     check_braggvectors,
     remove_direct_beam,
 )
-from .predict import (
-    RaggedSpots,
-    _load,
-    _predict_spot_lists,
-    crystal_system_confidence,
+from .decide import load_decision_params, network_needed
+from .filters import majority_filter, valid_positions
+from .matching import resolve_bank
+from .predict import _load
+from .scan import (
+    MATCH_SLICE_LABELS,
+    SLICE_LABELS,
+    build_maps,
+    check_q_scale,
+    decide_scan,
+    match_scan,
+    network_scan,
+    read_scan,
 )
 from .confidence.calibration import LEGACY_MARGIN_THRESHOLD, model_calibrations, warn_uncalibrated
-from .confidence.conformal import check_coverage, cs_set_mask, mask_size
-from .labels import CRYSTAL_SYSTEMS, INVALID, N_CRYSTAL_SYSTEMS, SG_TO_CS
+from .confidence.conformal import check_coverage
+from .labels import CRYSTAL_SYSTEMS, INVALID
 
 __all__ = [
     "classify_braggvectors",
@@ -82,101 +89,18 @@ __all__ = [
     "RaggedVectors",
     "remove_direct_beam",
     "majority_filter",
+    "phase_table",
+    "read_scan",
+    "match_scan",
+    "network_scan",
+    "decide_scan",
+    "build_maps",
     "SLICE_LABELS",
+    "MATCH_SLICE_LABELS",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Slice labels of the RealSlice returned by :func:`classify_braggvectors`, in order.
-SLICE_LABELS: tuple[str, ...] = (
-    "crystal_system",
-    "space_group",
-    "confidence",
-    "n_spots",
-    "valid",
-    "crystal_system_raw",
-    "space_group_raw",
-    "intensity",
-) + tuple(f"p_{name}" for name in CRYSTAL_SYSTEMS) + ("cs_set", "cs_set_size", "sg_set_size")
-
-
-# --------------------------------------------------------------------------------------
-# post-processing
-# --------------------------------------------------------------------------------------
-
-
-def _box_count(mask: np.ndarray, size: int) -> np.ndarray:
-    """Number of True pixels in the ``size`` × ``size`` window around each pixel."""
-    counts = ndimage.uniform_filter(mask.astype(np.float32), size=size, mode="constant", cval=0.0)
-    return np.rint(counts * (size * size)).astype(np.int32)
-
-
-def majority_filter(
-    labels: np.ndarray,
-    valid: np.ndarray,
-    size: int,
-    within: np.ndarray | None = None,
-    groups: np.ndarray | None = None,
-) -> np.ndarray:
-    """Spatial majority filter over valid neighbours.
-
-    Each valid pixel takes the label held by most valid pixels of the ``size`` ×
-    ``size`` window centred on it; ties are resolved in favour of the pixel's own
-    label, then the smallest label. Invalid pixels are not voted on and stay
-    ``-1``.
-
-    Parameters
-    ----------
-    labels : numpy.ndarray of int, shape (Rx, Ry)
-        Label map (values at invalid pixels are ignored).
-    valid : numpy.ndarray of bool, shape (Rx, Ry)
-    size : int
-        Window side (pixels). ``1`` returns the labels unchanged at valid pixels.
-    within : numpy.ndarray of int, shape (Rx, Ry), optional
-        Restrict the winning label at each pixel to labels ``l`` with
-        ``groups[l] == within[pixel]`` (used to keep space groups inside the
-        filtered crystal system).
-    groups : numpy.ndarray, optional
-        Group of each label value (indexable by label), needed with ``within``.
-
-    Returns
-    -------
-    numpy.ndarray of int64, shape (Rx, Ry)
-        Filtered labels, ``-1`` at invalid pixels.
-    """
-    labels = np.asarray(labels)
-    valid = np.asarray(valid, bool)
-    out = np.full(labels.shape, INVALID, np.int64)
-    if not valid.any():
-        return out
-    size = int(size)
-    if size <= 1:
-        out[valid] = labels[valid]
-        return out
-    best_score = np.full(labels.shape, -1.0, np.float32)
-    best = np.full(labels.shape, INVALID, np.int64)
-    for lab in np.unique(labels[valid]):
-        is_lab = valid & (labels == lab)
-        score = _box_count(is_lab, size).astype(np.float32) + 0.5 * is_lab
-        better = score > best_score
-        if within is not None:
-            better &= within == groups[lab]
-        best_score[better] = score[better]
-        best[better] = lab
-    out[valid] = best[valid]
-    return out
-
-
-def _filter_maps(
-    cs: np.ndarray, sg: np.ndarray, valid: np.ndarray, size: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Majority-filter the crystal-system map, then the space groups within it."""
-    if size is None or int(size) <= 1:
-        return np.where(valid, cs, INVALID), np.where(valid, sg, INVALID)
-    cs_f = majority_filter(cs, valid, int(size))
-    sg_groups = np.concatenate([[INVALID - 1], SG_TO_CS])  # index by space-group number
-    sg_f = majority_filter(sg, valid, int(size), within=cs_f, groups=sg_groups)
-    return cs_f, sg_f
 
 
 # --------------------------------------------------------------------------------------
@@ -211,6 +135,9 @@ def classify_braggvectors(
     progress: bool = True,
     coverage: float | None = None,
     *,
+    phases: Any = "pool",
+    elements: Sequence[str] | None = None,
+    match_config: Any = None,
     direct_beam_tolerance: float = 0.05,
     raw_vectors: bool = False,
     q_pixel_size: float | None = None,
@@ -250,6 +177,14 @@ def classify_braggvectors(
         Coverage level of the conformal sets (slices ``cs_set``, ``cs_set_size``,
         ``sg_set_size``); ``None`` takes the card's default (0.9 for the shipped
         calibration). The next calibrated level up is used between grid points.
+    phases : "pool", None, or a list of structures
+        What to match against (:func:`py4dstem_gnn.predict_pointlists`): the shipped bank of the
+        whole structure pool (default), CIF paths / ASE ``Atoms`` / py4DSTEM ``Crystal`` objects
+        (multi-phase mapping of the phases you name), or ``None`` (the network alone).
+    elements : sequence of str, optional
+        Keep only phases made of these elements (e.g. from EDS).
+    match_config : MatchConfig, optional
+        Tolerances of the matcher.
     direct_beam_tolerance : float
         Largest distance (1/A) from the calibrated origin at which the nearest spot
         is taken as the direct beam and removed.
@@ -267,7 +202,8 @@ def classify_braggvectors(
         Name of the returned RealSlice.
     timings : dict, optional
         If given, filled with seconds spent in ``"read"`` (reading + calibration +
-        beam removal), ``"model"`` and ``"post"`` (filters + RealSlice).
+        beam removal), ``"match"`` (geometry + match), ``"model"`` and ``"post"`` (decision,
+        filters, RealSlice).
 
     Returns
     -------
@@ -276,7 +212,9 @@ def classify_braggvectors(
         invalid), ``space_group`` (1..230, -1 invalid), ``confidence``,
         ``n_spots``, ``valid``, the unfiltered labels, the Bragg intensity sum,
         the seven crystal-system probabilities and the conformal sets (``cs_set``
-        7-bit mask, ``cs_set_size``, ``sg_set_size``; -1 where not available). Attach it with
+        7-bit mask, ``cs_set_size``, ``sg_set_size``; -1 where not available); with the match
+        stage also ``phase`` (index into the phase table, :func:`phase_table`; -1 none),
+        ``match_score``, ``zone_axis_u/v/w``, ``in_plane_angle`` (degrees), ``q_scale``. Attach it with
         ``braggvectors.attach(maps)``; it saves with ``py4DSTEM.save`` and reads
         back with ``py4DSTEM.read`` without this package.
 
@@ -304,10 +242,9 @@ def classify_braggvectors(
     positions of its window (space groups: among those of the filtered crystal
     system), so invalid positions neither vote nor get filled.
     """
-    from py4DSTEM import RealSlice
     from emdfile import Metadata
 
-    from . import validation
+    from . import diagnostics, validation
 
     # checks first, before reading the scan (docs/guarantees.md)
     validation.check_classify_parameters(
@@ -319,103 +256,72 @@ def classify_braggvectors(
     direct_beam_tolerance = validation.check_tolerance(direct_beam_tolerance)
     validation.check_model(model)
     check_braggvectors(braggvectors)
+    if not raw_vectors:
+        diagnostics.check_vectors_calibration(braggvectors)
     if int(np.prod([int(s) for s in braggvectors.Rshape])) == 0:
         raise ValueError(f"the scan is empty (Rshape {tuple(braggvectors.Rshape)}); there is nothing to classify")
     dev = validation.check_device(device)
     net = _load(model, dev)  # before reading: a bad model name fails fast
     times = timings if timings is not None else {}
 
+    bank = resolve_bank(phases, elements)  # before reading: a bad phase list fails fast
+    times = timings if timings is not None else {}
+
     t0 = time.perf_counter()
-    vectors = calibrated_vectors(
-        braggvectors, raw_vectors=raw_vectors, q_pixel_size=q_pixel_size, origin=origin
-    )
-    keep, offsets = validation.finite_vectors(vectors.qx, vectors.qy, vectors.intensity, vectors.offsets)
-    if not keep.all():
-        vectors = RaggedVectors(vectors.qx[keep], vectors.qy[keep], vectors.intensity[keep], offsets, vectors.shape)
-    validation.check_q_range(vectors.qx, vectors.qy, "the calibrated BraggVectors")
-    shape = vectors.shape
-    intensity = np.bincount(vectors.position_index, weights=vectors.intensity, minlength=vectors.counts.size)
-    diffracted, _removed = remove_direct_beam(vectors, direct_beam_tolerance)
-    n_vectors = int(vectors.qx.size)
-    del vectors  # large scans: keep one copy of the vectors at a time
-    n_spots = diffracted.counts
-    run = np.flatnonzero(n_spots >= min_spots)
-    in_run = np.repeat(n_spots >= min_spots, n_spots)
-    spots = np.stack([diffracted.qx[in_run], diffracted.qy[in_run], diffracted.intensity[in_run]], axis=1)
-    offsets = np.zeros(run.size + 1, np.int64)
-    np.cumsum(n_spots[run], out=offsets[1:])
-    ragged = RaggedSpots(spots.astype(np.float32), offsets)
-    del diffracted, spots, in_run
+    scan = read_scan(braggvectors, min_spots, direct_beam_tolerance, raw_vectors, q_pixel_size, origin)
     times["read"] = time.perf_counter() - t0
-    logger.info(
-        "read %d positions (%d vectors) in %.2f s; classifying %d positions with >= %d diffracted spots",
-        n_spots.size, n_vectors, times["read"], run.size, min_spots,
-    )
+    logger.info("read %d positions in %.2f s; classifying %d positions with >= %d diffracted spots",
+                scan.n_spots.size, times["read"], scan.run.size, min_spots)
+
+    t0 = time.perf_counter()
+    params = load_decision_params() if bank is not None else None
+    match = match_scan(scan, bank, match_config, progress)
+    times["match"] = time.perf_counter() - t0
 
     conf_cal, conformal = model_calibrations(net)
-    if conf_cal is None:
+    if conf_cal is None and bank is None:
         warn_uncalibrated(net)
-    confidence_threshold = _resolve_threshold(confidence_threshold, conf_cal)
     q_cs = q_sg = None
     if conformal is not None:
         q_cs, q_sg = conformal.quantiles(coverage)
     elif coverage is not None:
         logger.warning("the model's card has no conformal calibration: coverage=%s ignored, sets are -1", coverage)
-    model_times: dict[str, float] = {}
-    extras: dict[str, np.ndarray] = {}
-    cs_p, sg_lab = _predict_spot_lists(
-        ragged, net, dev, batch_size, progress, autocast, model_times, space_group_probs=False,
-        sg_set_q=q_sg, extras=extras,
-    )
-    del ragged
-    times["model"] = model_times.get("model", 0.0)
+    need = np.ones(scan.run.size, bool) if match is None else network_needed(match, params)
+    net_out = network_scan(scan, need, net, dev, batch_size, progress, autocast, q_sg, times)
 
     t0 = time.perf_counter()
-    n_pos = n_spots.size
-    cs_raw = np.full(n_pos, INVALID, np.int64)
-    sg_raw = np.full(n_pos, INVALID, np.int64)
-    conf = np.zeros(n_pos, np.float32)
-    probs = np.zeros((n_pos, N_CRYSTAL_SYSTEMS), np.float32)
-    cs_set = np.full(n_pos, INVALID, np.int64)
-    sg_size = np.full(n_pos, INVALID, np.int64)
-    if run.size:
-        cs_r, conf_r = crystal_system_confidence(cs_p)
-        if conf_cal is not None:
-            conf_r = conf_cal(cs_p)
-        cs_raw[run], sg_raw[run], conf[run], probs[run] = cs_r, sg_lab, conf_r, cs_p
-        if q_cs is not None:
-            cs_set[run] = cs_set_mask(cs_p, q_cs)
-            sg_size[run] = extras["sg_set_size"]
-    ran = np.zeros(n_pos, bool)
-    ran[run] = True
-    valid = ran & (n_spots >= min_spots) & (conf >= confidence_threshold)
-    cs_f, sg_f = _filter_maps(cs_raw.reshape(shape), sg_raw.reshape(shape), valid.reshape(shape), median_filter)
+    labels = decide_scan(scan, match, net_out, need, params, bank, conf_cal, q_cs)
+    if bank is not None:
+        threshold = (float(confidence_threshold) if confidence_threshold is not None else
+                     params.threshold if params.threshold is not None else _resolve_threshold(None, conf_cal))
+    else:
+        threshold = _resolve_threshold(confidence_threshold, conf_cal)
+    valid = valid_positions(labels["ran"], scan.n_spots, labels["confidence"], min_spots, threshold)
+    maps = build_maps(scan, labels, valid, median_filter, name, bank is not None)
+    maps.metadata = Metadata(name="py4dstem_gnn", data=_parameters(
+        model, dev, min_spots, median_filter, threshold, direct_beam_tolerance, raw_vectors, conf_cal, conformal,
+        coverage, bank, labels, phases, elements))
+    times["post"] = time.perf_counter() - t0
+    q_med = check_q_scale(labels.get("q_scale"), valid)
+    diagnostics.warn_scan_outcome(scan.n_spots, valid, min_spots, q_med)
+    logger.info("classified %d/%d valid positions (match %.2f s, model %.2f s, post-processing %.2f s)",
+                int(valid.sum()), scan.n_spots.size, times["match"], times.get("model", 0.0), times["post"])
+    return maps
 
-    data = np.empty((len(SLICE_LABELS),) + shape, np.float32)
-    at = {label: i for i, label in enumerate(SLICE_LABELS)}
-    data[at["crystal_system"]] = cs_f
-    data[at["space_group"]] = sg_f
-    data[at["confidence"]] = conf.reshape(shape)
-    data[at["n_spots"]] = n_spots.reshape(shape)
-    data[at["valid"]] = valid.reshape(shape)
-    data[at["crystal_system_raw"]] = np.where(valid, cs_raw, INVALID).reshape(shape)
-    data[at["space_group_raw"]] = np.where(valid, sg_raw, INVALID).reshape(shape)
-    data[at["intensity"]] = intensity.reshape(shape)
-    p0 = at[f"p_{CRYSTAL_SYSTEMS[0]}"]
-    data[p0 : p0 + N_CRYSTAL_SYSTEMS] = np.moveaxis(probs.reshape(shape + (N_CRYSTAL_SYSTEMS,)), -1, 0)
-    data[at["cs_set"]] = cs_set.reshape(shape)
-    data[at["cs_set_size"]] = mask_size(cs_set).reshape(shape)
-    data[at["sg_set_size"]] = sg_size.reshape(shape)
-    maps = RealSlice(data=data, name=name, slicelabels=list(SLICE_LABELS))
+
+def _parameters(model, dev, min_spots, median_filter, threshold, direct_beam_tolerance, raw_vectors, conf_cal, conformal,
+                coverage, bank, labels, phases, elements) -> dict:
     params = {
         "model": model if isinstance(model, str) else type(model).__name__,
         "device": str(dev),
         "min_spots": int(min_spots),
         "median_filter": int(median_filter or 1),
-        "confidence_threshold": float(confidence_threshold),
+        "confidence_threshold": float(threshold),
         "direct_beam_tolerance": float(direct_beam_tolerance),
         "calibration_mode": "raw" if raw_vectors else "calibrated",
         "confidence_definition": (
+            "estimated probability that the crystal-system label is right (match + network decision, calibrated on validation data)"
+            if bank is not None else
             "estimated probability that the crystal-system label is right (calibrated on validation data)"
             if conf_cal is not None
             else "p(first) - p(second) of the crystal-system probabilities (the weights have no calibration)"
@@ -424,13 +330,39 @@ def classify_braggvectors(
             conformal.default_coverage if coverage is None else coverage)]),
         "cs_set_encoding": "bit c set = crystal-system code c in the conformal set; -1 not available",
         "crystal_systems": list(CRYSTAL_SYSTEMS),
-        "slicelabels": list(SLICE_LABELS),
         "invalid": INVALID,
     }
-    maps.metadata = Metadata(name="py4dstem_gnn", data=params)
-    times["post"] = time.perf_counter() - t0
-    logger.info(
-        "classified %d/%d valid positions (model %.2f s, post-processing %.2f s)",
-        int(valid.sum()), n_pos, times["model"], times["post"],
-    )
-    return maps
+    if bank is not None:
+        table = labels["phases"]
+        params.update({
+            "phases_searched": phases if isinstance(phases, str) else f"{bank.n_phases} user phases",
+            "elements": list(elements) if elements else None,
+            "n_phases_searched": int(bank.n_phases),
+            # the phase table travels as parallel lists (py4DSTEM metadata stores lists and strings)
+            "phase_formula": [p["formula"] for p in table],
+            "phase_space_group": [p["space_group"] for p in table],
+            "phase_crystal_system": [p["crystal_system"] for p in table],
+            "phase_source": [p["source"] for p in table],
+            "network_ran_share": float(labels["network_ran"][labels["ran"]].mean()) if labels["ran"].any() else 0.0,
+        })
+    params["slicelabels"] = list(SLICE_LABELS + (MATCH_SLICE_LABELS if bank is not None else ()))
+    return params
+
+
+def phase_table(maps: Any) -> list[dict[str, Any]]:
+    """The phase table of maps returned by :func:`classify_braggvectors` (also after ``py4DSTEM.read``).
+
+    Returns
+    -------
+    list of dict
+        One entry per value of the ``phase`` slice: ``formula``, ``space_group``, ``crystal_system``,
+        ``source``; empty for maps made without the match stage.
+    """
+    md = maps.metadata["py4dstem_gnn"]
+    try:
+        forms = list(md["phase_formula"])
+    except KeyError:
+        return []
+    cols = [list(md[f"phase_{k}"]) for k in ("space_group", "crystal_system", "source")]
+    return [{"formula": str(f), "space_group": int(sg), "crystal_system": int(cs), "source": str(src)}
+            for f, sg, cs, src in zip(forms, *cols)]

@@ -20,6 +20,7 @@ LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 #: command -> (module, one-line help). The first :data:`USER_COMMANDS` are for users of the maps; the
 #: others make data, train and evaluate models.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "bank": ("py4dstem_gnn.matching.cli", "template bank of known structures: build it, fit the match/network decision, describe it"),
     "classify": ("py4dstem_gnn.classify_cli", "classify the BraggVectors of a py4DSTEM file; save the maps, print a summary"),
     "info": ("py4dstem_gnn.info", "what the shipped weights (or any) are: card summary, accuracy, confidence threshold"),
     "structures": ("py4dstem_gnn.data.structures", "build the labelled OQMD-ICSD structure pool and its train/val/test split"),

@@ -26,7 +26,7 @@ import numpy as np
 
 from .templates import Template, TemplateConfig, material_templates, templates_to_rows
 
-__all__ = ["TemplateBank", "PHASE_COLUMNS", "load_bank", "build_pool_bank", "BANK_DIR", "POOL_BANK"]
+__all__ = ["formula_elements", "TemplateBank", "PHASE_COLUMNS", "load_bank", "build_pool_bank", "BANK_DIR", "POOL_BANK"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,13 @@ POOL_BANK: str = "bank_pool.npz"
 
 #: Columns of the phase table, as :attr:`TemplateBank.phases` returns them.
 PHASE_COLUMNS: tuple[str, ...] = ("formula", "space_group", "crystal_system", "source")
+
+def formula_elements(formula: str) -> frozenset[str]:
+    """Element symbols of a chemical formula (``"Al2O3"`` -> ``{"Al", "O"}``)."""
+    import re
+
+    return frozenset(re.findall(r"[A-Z][a-z]?", str(formula)))
+
 
 _ROW_KEYS = ("phase", "uvw", "a", "b", "gamma", "phi", "hand", "kind", "t_len", "offsets")
 _PHASE_KEYS = ("formula", "space_group", "crystal_system", "source", "lat_inv", "conv_map")
@@ -126,8 +133,6 @@ class TemplateBank:
 
     def elements(self) -> list[frozenset[str]]:
         """The chemical elements of each phase (parsed from its formula)."""
-        from .phases import formula_elements
-
         return [formula_elements(f) for f in self.formula]
 
     # ------------------------------------------------------------------ construction
@@ -337,7 +342,8 @@ def build_pool_bank(library_dir: str | Path | None = None, out: str | Path | Non
     if not files:
         raise FileNotFoundError(f"no kinematic library shards in {library_dir}: run `py4dstem-gnn simulate kinematic` first")
     cfg = {k: v for k, v in asdict(config).items() if k != "selection"}
-    todo = [(i, f) for i, f in enumerate(files) if not (shard_dir / f"shard_{i:05d}.npz").exists()]
+    index = [int(f.stem.split("_")[-1]) for f in files]  # bank shard i <- library shard_i.h5
+    todo = [(i, f) for i, f in zip(index, files) if not (shard_dir / f"shard_{i:05d}.npz").exists()]
     logger.info("bank: %d of %d shards to do", len(todo), len(files))
     if workers > 1 and todo:
         import multiprocessing as mp
@@ -349,7 +355,7 @@ def build_pool_bank(library_dir: str | Path | None = None, out: str | Path | Non
     else:
         for i, f in tqdm(todo, disable=not progress, desc="template bank", unit="shard"):
             _bank_shard_task(i, [], str(shard_dir), str(f), cfg)
-    parts = [TemplateBank.load(shard_dir / f"shard_{i:05d}.npz") for i in range(len(files))]
+    parts = [TemplateBank.load(shard_dir / f"shard_{i:05d}.npz") for i in index]
     bank = TemplateBank.concat(parts)
     order = np.argsort([int(s.split(":")[1]) for s in bank.source], kind="stable")
     bank = bank.subset(order)

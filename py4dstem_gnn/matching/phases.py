@@ -19,13 +19,12 @@ conventional cell for naming zone axes, the space group), as the pool's structur
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .bank import TemplateBank, load_bank
+from .bank import TemplateBank, formula_elements, load_bank
 from .templates import TemplateConfig, material_templates
 
 __all__ = ["resolve_bank", "structure_bank", "formula_elements", "reduced_formula"]
@@ -33,11 +32,6 @@ __all__ = ["resolve_bank", "structure_bank", "formula_elements", "reduced_formul
 logger = logging.getLogger(__name__)
 
 _SYMPREC = 1e-3
-
-
-def formula_elements(formula: str) -> frozenset[str]:
-    """Element symbols of a chemical formula (``"Al2O3"`` -> ``{"Al", "O"}``)."""
-    return frozenset(re.findall(r"[A-Z][a-z]?", str(formula)))
 
 
 def reduced_formula(numbers: Sequence[int]) -> str:

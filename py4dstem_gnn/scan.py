@@ -1,0 +1,246 @@
+"""The stages of :func:`py4dstem_gnn.classify_braggvectors` over a scan, each a function of its own.
+
+vectors (:func:`read_scan`) -> geometry + match (:func:`match_scan`) -> network (:func:`network_scan`)
+-> decide (:func:`decide_scan`) -> filters + maps (:func:`build_maps`), and the calibration check the
+match gives for free (:func:`check_q_scale`). Each works on flat arrays over the classified positions
+(:class:`ScanSpots`), so a stage can be run, timed and tested alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .batching import RaggedSpots
+from .braggvectors import RaggedVectors, calibrated_vectors, remove_direct_beam
+from .confidence.conformal import cs_set_mask, mask_size
+from .filters import filter_maps
+from .labels import CRYSTAL_SYSTEMS, INVALID, N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS
+from .predict import _predict_spot_lists, consistent_labels, crystal_system_confidence
+
+__all__ = ["ScanSpots", "read_scan", "match_scan", "network_scan", "decide_scan", "build_maps", "check_q_scale",
+           "SLICE_LABELS", "MATCH_SLICE_LABELS"]
+
+logger = logging.getLogger(__name__)
+
+#: Slice labels of the RealSlice returned by :func:`classify_braggvectors`, in order.
+SLICE_LABELS: tuple[str, ...] = (
+    "crystal_system",
+    "space_group",
+    "confidence",
+    "n_spots",
+    "valid",
+    "crystal_system_raw",
+    "space_group_raw",
+    "intensity",
+) + tuple(f"p_{name}" for name in CRYSTAL_SYSTEMS) + ("cs_set", "cs_set_size", "sg_set_size")
+#: Slices added by the match stage (``phases`` not ``None``).
+MATCH_SLICE_LABELS: tuple[str, ...] = (
+    "phase", "match_score", "zone_axis_u", "zone_axis_v", "zone_axis_w", "in_plane_angle", "q_scale",
+)
+
+
+
+
+@dataclass
+class ScanSpots:
+    """The diffracted spots of a scan, ready for the stages after reading.
+
+    Attributes
+    ----------
+    spots : RaggedSpots
+        Diffracted spots (direct beam removed) of the positions that are classified.
+    run : numpy.ndarray
+        (m,) flat position index of each classified position (``n_spots >= min_spots``).
+    n_spots : numpy.ndarray
+        (Rx * Ry,) diffracted spots per position.
+    intensity : numpy.ndarray
+        (Rx * Ry,) sum of the Bragg intensities (direct beam included).
+    shape : tuple
+        ``(Rx, Ry)``.
+    """
+
+    spots: RaggedSpots
+    run: np.ndarray
+    n_spots: np.ndarray
+    intensity: np.ndarray
+    shape: tuple
+
+    def pointlists(self) -> list[np.ndarray]:
+        """The classified positions' spots as a list of (n_i, 3) arrays (views)."""
+        o = self.spots.offsets
+        return [self.spots.spots[o[i]:o[i + 1]] for i in range(len(o) - 1)]
+
+
+def read_scan(braggvectors: Any, min_spots: int, direct_beam_tolerance: float, raw_vectors: bool = False,
+              q_pixel_size: float | None = None, origin: tuple[float, float] | None = None) -> ScanSpots:
+    """Stage 1, vectors: calibrated spots of the whole scan, direct beam removed (read once, vectorised)."""
+    from . import validation
+
+    vectors = calibrated_vectors(braggvectors, raw_vectors=raw_vectors, q_pixel_size=q_pixel_size, origin=origin)
+    keep, offsets = validation.finite_vectors(vectors.qx, vectors.qy, vectors.intensity, vectors.offsets)
+    if not keep.all():
+        vectors = RaggedVectors(vectors.qx[keep], vectors.qy[keep], vectors.intensity[keep], offsets, vectors.shape)
+    validation.check_q_range(vectors.qx, vectors.qy, "the calibrated BraggVectors")
+    shape = vectors.shape
+    intensity = np.bincount(vectors.position_index, weights=vectors.intensity, minlength=vectors.counts.size)
+    diffracted, _removed = remove_direct_beam(vectors, direct_beam_tolerance)
+    del vectors  # large scans: keep one copy of the vectors at a time
+    n_spots = diffracted.counts
+    run = np.flatnonzero(n_spots >= min_spots)
+    in_run = np.repeat(n_spots >= min_spots, n_spots)
+    spots = np.stack([diffracted.qx[in_run], diffracted.qy[in_run], diffracted.intensity[in_run]], axis=1)
+    offs = np.zeros(run.size + 1, np.int64)
+    np.cumsum(n_spots[run], out=offs[1:])
+    return ScanSpots(RaggedSpots(spots.astype(np.float32), offs), run, n_spots, intensity, shape)
+
+
+def match_scan(scan: ScanSpots, bank: Any, config: Any = None, progress: bool = False) -> Any:
+    """Stages 2-3, geometry and match: the measured net of every classified position against the bank."""
+    if bank is None:
+        return None
+    from .matching import match_patterns
+
+    return match_patterns(scan.pointlists(), bank, config, progress=progress)
+
+
+def network_scan(scan: ScanSpots, need: np.ndarray, net: Any, dev: Any, batch_size: int | None, progress: bool,
+                 autocast: bool, q_sg: float | None, times: dict) -> dict[str, np.ndarray]:
+    """Stage 4, network: probabilities at the classified positions that need it (``need``)."""
+    m = scan.run.size
+    cs_p = np.full((m, N_CRYSTAL_SYSTEMS), 1.0 / N_CRYSTAL_SYSTEMS, np.float32)
+    sg_lab = np.full(m, INVALID, np.int64)
+    sg_size = np.full(m, INVALID, np.int64)
+    idx = np.flatnonzero(need)
+    if idx.size:
+        sub = scan.spots if idx.size == m else RaggedSpots.from_lists([scan.spots.spots[scan.spots.offsets[i]:scan.spots.offsets[i + 1]] for i in idx])
+        model_times: dict[str, float] = {}
+        extras: dict[str, np.ndarray] = {}
+        cs_r, sg_r = _predict_spot_lists(sub, net, dev, batch_size, progress, autocast, model_times,
+                                         space_group_probs=True, sg_set_q=q_sg, extras=extras)
+        cs_p[idx] = cs_r
+        sg_lab[idx] = consistent_labels(cs_r, sg_r)[1]
+        if "sg_set_size" in extras:
+            sg_size[idx] = extras["sg_set_size"]
+        times["model"] = model_times.get("model", 0.0)
+        sg_probs = np.zeros((m, N_SPACE_GROUPS), np.float32)
+        sg_probs[idx] = sg_r
+    else:
+        sg_probs = np.zeros((m, N_SPACE_GROUPS), np.float32)
+    return {"cs_probs": cs_p, "sg_probs": sg_probs, "sg_label": sg_lab, "sg_set_size": sg_size}
+
+
+def decide_scan(scan: ScanSpots, match: Any, net_out: dict, need: np.ndarray, params: Any, bank: Any, conf_cal: Any,
+                q_cs: float | None) -> dict[str, np.ndarray]:
+    """Stage 5, decide: one label per position (the network's alone when there is no match stage)."""
+    n_pos, run = scan.n_spots.size, scan.run
+    out = {"ran": np.zeros(n_pos, bool), "cs": np.full(n_pos, INVALID, np.int64), "sg": np.full(n_pos, INVALID, np.int64),
+           "confidence": np.zeros(n_pos, np.float32), "probs": np.zeros((n_pos, N_CRYSTAL_SYSTEMS), np.float32),
+           "cs_set": np.full(n_pos, INVALID, np.int64), "sg_set_size": np.full(n_pos, INVALID, np.int64)}
+    out["ran"][run] = True
+    if run.size == 0:
+        if match is not None:
+            out.update(_empty_match_fields(n_pos))
+        return out
+    cs_p = net_out["cs_probs"]
+    if q_cs is not None:
+        sets = cs_set_mask(cs_p, q_cs)
+        out["cs_set"][run] = np.where(need, sets, INVALID)
+        out["sg_set_size"][run] = net_out["sg_set_size"]
+    if match is None:
+        cs_r, conf_r = crystal_system_confidence(cs_p)
+        if conf_cal is not None:
+            conf_r = conf_cal(cs_p)
+        out["cs"][run], out["sg"][run], out["confidence"][run], out["probs"][run] = cs_r, net_out["sg_label"], conf_r, cs_p
+        return out
+    from .decide import decide
+    from .matching import match_fields
+
+    dec = decide(match, cs_p, net_out["sg_probs"], params, bank.crystal_system.astype(np.int64), need,
+                 bank.space_group.astype(np.int64))
+    out["cs"][run], out["sg"][run], out["confidence"][run] = dec.crystal_system, dec.space_group, dec.confidence
+    out["probs"][run] = dec.crystal_system_probs
+    # where the match decided alone, its set is the decided system
+    out["cs_set"][run] = np.where(need, out["cs_set"][run], 1 << dec.crystal_system)
+    f = match_fields(match, bank, dec.phase, dec.phase_rank)
+    out.update(_empty_match_fields(n_pos))
+    out["phase"][run] = f["phase"]
+    out["phases"] = f["phases"]
+    out["match_score"][run] = f["match_score"]
+    out["zone_axis"][run] = f["zone_axis"]
+    out["in_plane_angle"][run] = f["in_plane_angle"]
+    out["q_scale"][run] = f["q_scale"]
+    out["orientation"] = np.full((n_pos, 3, 3), np.nan, np.float32)
+    out["orientation"][run] = f["orientation"]
+    out["network_ran"] = np.zeros(n_pos, bool)
+    out["network_ran"][run] = need
+    return out
+
+
+def _empty_match_fields(n_pos: int) -> dict[str, Any]:
+    return {"phase": np.full(n_pos, INVALID, np.int64), "phases": [], "match_score": np.full(n_pos, np.nan, np.float32),
+            "zone_axis": np.zeros((n_pos, 3), np.int64), "in_plane_angle": np.full(n_pos, np.nan, np.float32),
+            "q_scale": np.full(n_pos, np.nan, np.float32)}
+
+
+def build_maps(scan: ScanSpots, labels: dict, valid: np.ndarray, median_filter: int | None, name: str, with_match: bool):
+    """Stages 6-7, filters and maps: the RealSlice (see :data:`SLICE_LABELS`, :data:`MATCH_SLICE_LABELS`)."""
+    from py4DSTEM import RealSlice
+
+    shape = scan.shape
+    phase_cs = (np.array([p["crystal_system"] for p in labels["phases"]], np.int64) if with_match else None)
+    filtered = filter_maps(labels["cs"].reshape(shape), labels["sg"].reshape(shape), valid.reshape(shape), median_filter,
+                           labels["phase"].reshape(shape) if with_match else None, phase_cs)
+    slices = SLICE_LABELS + (MATCH_SLICE_LABELS if with_match else ())
+    data = np.empty((len(slices),) + shape, np.float32)
+    at = {label: i for i, label in enumerate(slices)}
+    data[at["crystal_system"]] = filtered[0]
+    data[at["space_group"]] = filtered[1]
+    data[at["confidence"]] = labels["confidence"].reshape(shape)
+    data[at["n_spots"]] = scan.n_spots.reshape(shape)
+    data[at["valid"]] = valid.reshape(shape)
+    data[at["crystal_system_raw"]] = np.where(valid, labels["cs"], INVALID).reshape(shape)
+    data[at["space_group_raw"]] = np.where(valid, labels["sg"], INVALID).reshape(shape)
+    data[at["intensity"]] = scan.intensity.reshape(shape)
+    p0 = at[f"p_{CRYSTAL_SYSTEMS[0]}"]
+    data[p0: p0 + N_CRYSTAL_SYSTEMS] = np.moveaxis(labels["probs"].reshape(shape + (N_CRYSTAL_SYSTEMS,)), -1, 0)
+    data[at["cs_set"]] = labels["cs_set"].reshape(shape)
+    data[at["cs_set_size"]] = mask_size(labels["cs_set"]).reshape(shape)
+    data[at["sg_set_size"]] = labels["sg_set_size"].reshape(shape)
+    if with_match:
+        data[at["phase"]] = filtered[2]
+        data[at["match_score"]] = labels["match_score"].reshape(shape)
+        for j, c in enumerate("uvw"):
+            data[at[f"zone_axis_{c}"]] = labels["zone_axis"][:, j].reshape(shape)
+        data[at["in_plane_angle"]] = labels["in_plane_angle"].reshape(shape)
+        data[at["q_scale"]] = labels["q_scale"].reshape(shape)
+    return RealSlice(data=data, name=name, slicelabels=list(slices))
+
+
+def check_q_scale(q_scale: np.ndarray | None, valid: np.ndarray, tolerance: float = 0.03, min_positions: int = 20) -> float | None:
+    """The calibration check for free: warn when confident matches need a scale far from 1.
+
+    Returns the median fitted scale (measured / template) over valid matched positions, or ``None``.
+    """
+    if q_scale is None:
+        return None
+    ok = valid & np.isfinite(q_scale)
+    if ok.sum() < min_positions:
+        return None
+    med = float(np.median(q_scale[ok]))
+    if abs(med - 1) > tolerance:
+        import warnings
+
+        from .diagnostics import CalibrationWarning
+
+        warnings.warn(
+            f"the identified phases fit the spots only after scaling them by {1 / med:.3f} (median over "
+            f"{int(ok.sum())} matched positions): the Q pixel size looks {abs(med - 1) * 100:.1f} % too "
+            f"{'large' if med > 1 else 'small'}; check bv.calibration.get_Q_pixel_size() against a standard, "
+            f"or multiply it by {1 / med:.3f}", CalibrationWarning, stacklevel=3)
+    return med
+
+
