@@ -11,7 +11,7 @@ import numpy as np
 
 from .classify import classify_braggvectors
 
-__all__ = ["configure_parser", "run_cli", "default_output", "summary_text"]
+__all__ = ["configure_parser", "run_cli", "default_output", "summary_text", "match_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,15 @@ def configure_parser(parser: Any) -> None:
     parser.add_argument(
         "--coverage", type=float, default=None,
         help="coverage of the conformal crystal-system sets, e.g. 0.9 (default: the card's)",
+    )
+    parser.add_argument(
+        "--phases", nargs="+", default=None, metavar="PHASE",
+        help="what the match stage compares the patterns with: 'pool' (the shipped bank of known structures, "
+        "the default), 'none' (the network alone), or CIF files of the phases you expect",
+    )
+    parser.add_argument(
+        "--elements", nargs="+", default=None, metavar="EL",
+        help="keep only phases made of these elements, e.g. --elements Au Ti O (from EDS)",
     )
     parser.add_argument(
         "--figure", default=None,
@@ -168,6 +177,26 @@ def summary_text(maps: Any, output: str | os.PathLike, figure: str | None = None
     return "\n".join(lines)
 
 
+def match_options(args: Any) -> dict[str, Any]:
+    """``phases=`` / ``elements=`` for :func:`classify_braggvectors` from ``--phases`` / ``--elements``.
+
+    Only the options given are passed on (the library's defaults apply otherwise).
+    """
+    out: dict[str, Any] = {}
+    phases = getattr(args, "phases", None)
+    if phases:
+        if len(phases) == 1 and phases[0].lower() in ("pool", "none"):
+            out["phases"] = None if phases[0].lower() == "none" else "pool"
+        else:
+            missing = [p for p in phases if not Path(p).is_file()]
+            if missing:
+                raise FileNotFoundError(f"--phases: no such file {', '.join(missing)} (give CIF files, 'pool' or 'none')")
+            out["phases"] = list(phases)
+    if getattr(args, "elements", None):
+        out["elements"] = list(args.elements)
+    return out
+
+
 def run_cli(args: Any) -> int:
     """Run ``py4dstem-gnn classify``: read, classify, attach, save (and plot); print a summary unless quiet."""
     import py4DSTEM
@@ -182,6 +211,7 @@ def run_cli(args: Any) -> int:
     if not Path(args.input).is_file():
         raise FileNotFoundError(f"input file {args.input} does not exist")
     out = Path(args.output) if args.output else default_output(args.input)
+    match_options(args)  # a missing CIF fails before the scan is read
     with quiet_py4dstem(not progress):
         obj = py4DSTEM.read(args.input)
     bv = _find_braggvectors(obj, args.braggvectors)
@@ -195,6 +225,7 @@ def run_cli(args: Any) -> int:
         confidence_threshold=args.confidence_threshold,
         progress=progress,
         coverage=args.coverage,
+        **match_options(args),
     )
     bv.attach(maps)
     with quiet_py4dstem(not progress):

@@ -165,6 +165,22 @@ def test_summary_text_states_the_denominators():
     assert "phases (of the 4 matched):   Au (225 Fm-3m) 75.0 %, Cu (225 Fm-3m) 25.0 %" in summary_text(maps, "x.h5")
 
 
+def test_match_options_pass_only_what_was_given(tmp_path):
+    from py4dstem_gnn.classify_cli import configure_parser, match_options
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    assert match_options(parser.parse_args(["x.h5"])) == {}
+    assert match_options(parser.parse_args(["x.h5", "--phases", "none"])) == {"phases": None}
+    assert match_options(parser.parse_args(["x.h5", "--phases", "pool", "--elements", "Au", "O"])) == {
+        "phases": "pool", "elements": ["Au", "O"]}
+    cif = tmp_path / "a.cif"
+    cif.write_text("data_a\n")
+    assert match_options(parser.parse_args(["x.h5", "--phases", str(cif)])) == {"phases": [str(cif)]}
+    with pytest.raises(FileNotFoundError, match="missing.cif"):
+        match_options(parser.parse_args(["x.h5", "--phases", str(tmp_path / "missing.cif")]))
+
+
 def test_classify_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert main(["classify", str(tmp_path / "missing.h5")]) == 2
     err = capsys.readouterr().err.strip()
