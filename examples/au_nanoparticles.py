@@ -68,6 +68,7 @@ def run_example(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    phases: Any = "pool",
 ) -> dict[str, Any]:
     """Simulate, detect, calibrate, classify, plot and save.
 
@@ -88,6 +89,9 @@ def run_example(
         Noise seed.
     progress : bool
         Progress bars.
+    phases : "pool", None or a list of structures
+        What the match stage compares the patterns with (``classify_braggvectors(phases=...)``);
+        ``"pool"`` falls back to the network alone (``None``) when no template bank is installed.
 
     Returns
     -------
@@ -131,7 +135,13 @@ def run_example(
     logger.info("Bragg vectors per position: median %d, max %d", int(np.median(n_vec)), int(n_vec.max()))
 
     with _Stage("classify", times):
-        maps = classify_braggvectors(bv, model=net, device=device, progress=progress)
+        try:
+            maps = classify_braggvectors(bv, model=net, device=device, progress=progress, phases=phases)
+        except FileNotFoundError as err:  # the model is loaded already: this is the template bank
+            if phases != "pool":
+                raise
+            logger.warning("%s -- classifying with the network alone (phases=None)", err)
+            maps = classify_braggvectors(bv, model=net, device=device, progress=progress, phases=None)
 
     paths: dict[str, Path] = {}
     with _Stage("figures", times):
@@ -233,12 +243,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", type=int, nargs=2, default=(128, 128), metavar=("QX", "QY"), help="detector pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the Poisson noise of the synthetic scan")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--phases", choices=("pool", "none"), default="pool",
+        help="match against the shipped bank of known structures (pool, the default) or not (none: the network alone)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         result = run_example(
             args.output_dir, model=args.model, scan_shape=tuple(args.scan), qshape=tuple(args.detector),
             device=args.device, seed=args.seed, progress=not args.no_progress,
+            phases=None if args.phases == "none" else "pool",
         )
     except FileNotFoundError as err:
         logger.error("cannot load the model: %s", err)

@@ -101,7 +101,7 @@ def test_classify_quiet_prints_nothing(tmp_path, capfd):
 
     scan = _scan_file(tmp_path)
     capfd.readouterr()
-    assert main(["-q", "classify", str(scan), "-o", str(tmp_path / "out.h5")]) == 0
+    assert main(["-q", "classify", str(scan), "-o", str(tmp_path / "out.h5"), "--phases", "none"]) == 0
     out = capfd.readouterr()
     assert out.out == "" and out.err == "", out.err[-500:]
     with quiet_py4dstem():
@@ -113,7 +113,7 @@ def test_classify_quiet_prints_nothing(tmp_path, capfd):
 def test_classify_prints_a_summary_and_writes_input_stem_maps(tmp_path, capfd):
     scan = _scan_file(tmp_path)
     capfd.readouterr()
-    assert main(["classify", str(scan), "--no-progress", "--confidence-threshold", "0"]) == 0
+    assert main(["classify", str(scan), "--no-progress", "--confidence-threshold", "0", "--phases", "none"]) == 0
     out = capfd.readouterr().out
     assert (tmp_path / "scan_maps.h5").is_file()
     assert not list(tmp_path.glob("*_maps_maps*"))

@@ -145,9 +145,9 @@ def test_classify_braggvectors_warns_with_the_cause():
     bv = _bv()
     bv.calibration.set_origin((64.0, 64.0))
     with pytest.warns(CalibrationWarning, match="detector centre"):
-        classify_braggvectors(bv, model=tiny_model(), progress=False, median_filter=None)
+        classify_braggvectors(bv, model=tiny_model(), progress=False, median_filter=None, phases=None)
     with pytest.warns(ScanOutcomeWarning, match="fewer than min_spots=30"):
-        classify_braggvectors(_bv(), model=tiny_model(), progress=False, min_spots=30)
+        classify_braggvectors(_bv(), model=tiny_model(), progress=False, min_spots=30, phases=None)
 
 
 # --- wrong input -----------------------------------------------------------------------------------

@@ -53,7 +53,8 @@ def test_tiny_run_writes_only_into_the_output_folder(example, tmp_path):
     from py4dstem_gnn.toy import tiny_model
 
     before = sorted(p.name for p in EXAMPLE.parent.iterdir())
-    res = example.run_example(tmp_path / "out", model=tiny_model(), scan_shape=(12, 12), qshape=(96, 96), device="cpu", progress=False)
+    res = example.run_example(tmp_path / "out", model=tiny_model(), scan_shape=(12, 12), qshape=(96, 96), device="cpu",
+                              progress=False, phases=None)
     assert sorted(p.name for p in EXAMPLE.parent.iterdir()) == before
     for path in res["paths"].values():
         assert Path(path).parent == tmp_path / "out" and Path(path).stat().st_size > 0
@@ -80,7 +81,8 @@ def test_figures_as_png_and_pdf_and_the_phase_map_when_the_maps_have_phases(exam
         return out
 
     monkeypatch.setattr(classify_module, "classify_braggvectors", with_phases)
-    res = example.run_example(tmp_path, model=tiny_model(), scan_shape=(12, 12), qshape=(96, 96), device="cpu", progress=False)
+    res = example.run_example(tmp_path, model=tiny_model(), scan_shape=(12, 12), qshape=(96, 96), device="cpu", progress=False,
+                              phases=None)
     names = sorted(Path(p).name for p in res["paths"].values())
     assert names == sorted([
         "au_nanoparticles_fig2.png", "au_nanoparticles_fig2.pdf",

@@ -193,7 +193,7 @@ def test_tiny_synthetic_scan_end_to_end(tiny_scan, tmp_path):
     assert np.abs(np.asarray(qy0) - scan.origin[1]).max() < 0.5
     torch.manual_seed(0)
     net = PEAGGMoE(ModelConfig(feature_dim=16, encoder_layers=1, hidden_dim=16, n_layers=1, n_heads=2, ffn_dim=16, n_experts=2, top_k=1))
-    maps = classify_braggvectors(bv, model=net, progress=False, median_filter=3)
+    maps = classify_braggvectors(bv, model=net, progress=False, median_filter=3, phases=None)
     assert list(maps.slicelabels) == list(SLICE_LABELS)
     n_spots = maps.get_slice("n_spots").data
     on = scan.particle_map >= 0
