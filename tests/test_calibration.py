@@ -138,7 +138,7 @@ def test_calibrate_weights_writes_the_card_only(tmp_path):
     assert card["conformal"]["by_views"]["1"]["n"] == 120
     net = load_model(path)
     assert net.card["confidence_threshold"] == fields["confidence_threshold"]
-    pred = predict_pointlists(pls[:10], model=net, device="cpu")
+    pred = predict_pointlists(pls[:10], model=net, device="cpu", phases=None)
     cal, _ = model_calibrations(net)
     np.testing.assert_array_equal(pred.confidence, cal(pred.crystal_system_probs))
     assert pred.meta["confidence_calibrated"] and pred.sets().cs_mask.shape == (10,)

@@ -176,7 +176,7 @@ def test_classify_braggvectors_returns_set_slices():
     bv = random_braggvectors((5, 6), spots=(0, 12), seed=3)
     net = tiny_model()
     net.card = _card_fields()
-    maps = classify_braggvectors(bv, model=net, progress=False, median_filter=None, min_spots=5)
+    maps = classify_braggvectors(bv, model=net, progress=False, median_filter=None, min_spots=5, phases=None)
     assert list(maps.slicelabels) == list(SLICE_LABELS) and maps.data.dtype == np.float32
     cs_set = maps["cs_set"].data
     size = maps["cs_set_size"].data
@@ -202,14 +202,14 @@ def test_classify_braggvectors_returns_set_slices():
     np.testing.assert_array_equal(maps["valid"].data.astype(bool), ran & (maps["confidence"].data >= 0.3))
     assert maps.metadata["py4dstem_gnn"]["coverage"] == pytest.approx(0.9)
     # a coverage that is asked for picks its level; 0 switches the threshold off
-    wide = classify_braggvectors(bv, model=net, progress=False, median_filter=None, min_spots=5, coverage=0.95,
+    wide = classify_braggvectors(bv, model=net, progress=False, median_filter=None, min_spots=5, phases=None, coverage=0.95,
                                  confidence_threshold=0)
     assert np.all(wide["cs_set_size"].data[ran] >= size[ran])
     np.testing.assert_array_equal(wide["valid"].data.astype(bool), ran)
     fig = prediction_set_figure(maps, title="sets")
     assert len(fig.axes) >= 2 and "90 % coverage" in fig.axes[0].get_title()
     with pytest.raises(ValueError, match="coverage"):
-        classify_braggvectors(bv, model=net, progress=False, coverage=1.2)
+        classify_braggvectors(bv, model=net, progress=False, phases=None, coverage=1.2)
 
 
 def test_classify_without_calibration_gives_minus_one_sets(caplog):
@@ -221,7 +221,7 @@ def test_classify_without_calibration_gives_minus_one_sets(caplog):
 
     bv = random_braggvectors((3, 3), spots=(6, 10), seed=1)
     with caplog.at_level("WARNING"):
-        maps = classify_braggvectors(bv, model=tiny_model(), progress=False, median_filter=None)
+        maps = classify_braggvectors(bv, model=tiny_model(), progress=False, median_filter=None, phases=None)
     assert "0.005" in caplog.text  # legacy threshold on the raw margin, said so
     for label in ("cs_set", "cs_set_size", "sg_set_size"):
         np.testing.assert_array_equal(maps[label].data, -1)

@@ -92,9 +92,9 @@ def test_detail_of_model_and_rf(tmp_path, tiny_rf, tiny_model):
 
     test = _tiny_set(seed=2)
     val = _tiny_set(n_materials=4, seed=3)
-    net = predict_pointlists(test.pointlists, model=tiny_model, device="cpu")
+    net = predict_pointlists(test.pointlists, model=tiny_model, device="cpu", phases=None)
     net.meta["timings"] = {"per_pattern_ms": 0.5, "n": len(test), "threads": 1}
-    validation = {"space_group": val.space_group, "network": predict_pointlists(val.pointlists, model=tiny_model),
+    validation = {"space_group": val.space_group, "network": predict_pointlists(val.pointlists, model=tiny_model, phases=None),
                   "forest": tiny_rf.predict(val.pointlists)}
     payload, md = _report(tmp_path, test, {"network": net, "forest": tiny_rf.predict(test.pointlists)},
                           k_views=(5,), n_draws=3, validation=validation)

@@ -251,7 +251,8 @@ def calibrate_weights(
         The card fields ``confidence_calibration``, ``confidence_threshold`` and ``conformal``.
     """
     from ..data.dataset import PatternSet
-    from ..predict import predict_pointlists, resolve_device
+    from ..predict import predict_pointlists
+    from ..validation import resolve_device
     from ..weights import load_model, resolve_weights, update_card
 
     sources = val_set if isinstance(val_set, (list, tuple)) else [val_set]
@@ -265,7 +266,7 @@ def calibrate_weights(
     dev = resolve_device(device)
     net = load_model(weights, device=dev)
     t0 = time.perf_counter()
-    pred = predict_pointlists(pset.pointlists, model=net, device=dev)
+    pred = predict_pointlists(pset.pointlists, model=net, device=dev, phases=None)  # the network's own probabilities
     logger.info("forward pass over %d patterns in %.1f s", len(pset), time.perf_counter() - t0)
     cal, conf = fit_calibrations(
         pred.crystal_system_probs, pred.space_group_probs, pset.space_group.astype(np.int64), groups,

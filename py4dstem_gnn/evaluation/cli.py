@@ -121,8 +121,9 @@ def _network(spec: str, args: argparse.Namespace) -> Callable:
 
     dev = resolve_device(args.device)
     net = load_model(spec, device=str(dev))
+    # the network alone: no template-bank match (a match or hybrid classifier is one more LOADERS entry)
     return lambda pls: predict_pointlists(pls, model=net, device=dev, batch_size=args.batch_size,
-                                          progress=not args.no_progress)
+                                          progress=not args.no_progress, phases=None)
 
 
 def _forest(spec: str, args: argparse.Namespace) -> Callable:
