@@ -6,7 +6,9 @@ transformer over the Bragg spots of each diffraction pattern.
 Public API
 ----------
 classify_braggvectors
-    py4DSTEM ``BraggVectors`` in, a ``RealSlice`` of crystal-system / space-group maps out.
+    py4DSTEM ``BraggVectors`` in, a ``RealSlice`` of phase / crystal-system / space-group maps out.
+phase_table
+    The phase table of those maps (formula, space group, crystal system, source per phase index).
 predict_pointlists
     Predictions for a sequence of ``(n, 3)`` spot lists (qx, qy in 1/Å, intensity).
 aggregate_views
@@ -21,16 +23,41 @@ from __future__ import annotations
 
 import logging
 
-from .predict import Prediction, aggregate_views, predict_pointlists
 from .labels import CRYSTAL_SYSTEMS
-from .model import ModelConfig, PEAGGMoE
-from .classify import classify_braggvectors
-from .weights import available_models, load_model
+
+# the public API loads lazily (PEP 562): ``import py4dstem_gnn`` and the ``info`` command stay fast,
+# torch and py4DSTEM are imported on first use
+_LAZY = {
+    "classify_braggvectors": ".classify",
+    "phase_table": ".classify",
+    "predict_pointlists": ".predict",
+    "aggregate_views": ".predict",
+    "Prediction": ".predict",
+    "ModelConfig": ".model",
+    "PEAGGMoE": ".model",
+    "available_models": ".weights",
+    "load_model": ".weights",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 
 __all__ = [
     "classify_braggvectors",
+    "phase_table",
     "predict_pointlists",
     "aggregate_views",
     "Prediction",

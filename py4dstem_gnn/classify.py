@@ -298,9 +298,14 @@ def classify_braggvectors(
         threshold = _resolve_threshold(confidence_threshold, conf_cal)
     valid = valid_positions(labels["ran"], scan.n_spots, labels["confidence"], min_spots, threshold)
     maps = build_maps(scan, labels, valid, median_filter, name, bank is not None)
-    maps.metadata = Metadata(name="py4dstem_gnn", data=_parameters(
-        model, dev, min_spots, median_filter, threshold, direct_beam_tolerance, raw_vectors, conf_cal, conformal,
-        coverage, bank, labels, phases, elements))
+    meta = _parameters(model, dev, min_spots, median_filter, threshold, direct_beam_tolerance, raw_vectors, conf_cal,
+                       conformal, coverage, bank, labels, phases, elements)
+    try:  # the scan's real-space calibration travels with the maps (scale bars before bv.attach)
+        meta["R_pixel_size"] = float(braggvectors.calibration.get_R_pixel_size())
+        meta["R_pixel_units"] = str(braggvectors.calibration.get_R_pixel_units())
+    except Exception:  # noqa: BLE001 - an uncalibrated scan: scale bars in pixels
+        pass
+    maps.metadata = Metadata(name="py4dstem_gnn", data=meta)
     times["post"] = time.perf_counter() - t0
     q_med = check_q_scale(labels.get("q_scale"), valid)
     diagnostics.warn_scan_outcome(scan.n_spots, valid, min_spots, q_med)
@@ -343,6 +348,10 @@ def _parameters(model, dev, min_spots, median_filter, threshold, direct_beam_tol
             "phase_space_group": [p["space_group"] for p in table],
             "phase_crystal_system": [p["crystal_system"] for p in table],
             "phase_source": [p["source"] for p in table],
+            "phase_lat_inv": labels.get("phase_lat_inv", []),
+            "phase_conv_map": labels.get("phase_conv_map", []),
+            "phase_frame": "reciprocal basis (rows, 1/A) of the cell the templates were made in (spglib standard "
+                           "primitive cell; orientations in py4DSTEM's convention, g_lab = g_crystal @ R)",
             "network_ran_share": float(labels["network_ran"][labels["ran"]].mean()) if labels["ran"].any() else 0.0,
         })
     params["slicelabels"] = list(SLICE_LABELS + (MATCH_SLICE_LABELS if bank is not None else ()))

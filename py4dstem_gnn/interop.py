@@ -18,7 +18,7 @@ import numpy as np
 
 from .labels import INVALID, hermann_mauguin
 
-__all__ = ["to_crystal_map", "ORIX_REQUIREMENT"]
+__all__ = ["to_crystal_map", "orientation_matrices", "ORIX_REQUIREMENT"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 ORIX_REQUIREMENT: str = "orix>=0.13.3,<0.14"
 
 #: Slices copied into the CrystalMap's properties when the maps have them.
-_PROPERTIES: tuple[str, ...] = ("confidence", "crystal_system", "n_spots", "cs_set", "cs_set_size", "sg_set_size")
+_PROPERTIES: tuple[str, ...] = ("confidence", "crystal_system", "space_group", "n_spots", "cs_set", "cs_set_size",
+                                 "sg_set_size", "match_score", "q_scale")
 
 #: py4DSTEM real-space units -> (orix scan unit, factor applied to the step).
 _UNITS: dict[str, tuple[str, float]] = {
@@ -84,8 +85,62 @@ def _scan_step(maps: Any, step: float | None, unit: str | None) -> tuple[float, 
     return float(size) * factor, orix_unit
 
 
+def _phase_lattices(maps: Any) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """Phase table and per-phase (lat_inv, conv_map) stored by classify_braggvectors (empty if none)."""
+    try:
+        md = maps.metadata["py4dstem_gnn"]
+        table = [{"formula": str(f), "space_group": int(sg)} for f, sg in zip(md["phase_formula"], md["phase_space_group"])]
+        lat = np.asarray(md["phase_lat_inv"], dtype=np.float64).reshape(-1, 3, 3)
+        conv = np.asarray(md["phase_conv_map"], dtype=np.float64).reshape(-1, 3, 3)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return [], np.zeros((0, 3, 3)), np.zeros((0, 3, 3))
+    return table, lat, conv
+
+
+def orientation_matrices(maps: Any) -> np.ndarray:
+    """Orientation of the identified phase at every position, from the phase, zone axis and in-plane angle.
+
+    Parameters
+    ----------
+    maps : py4DSTEM.RealSlice
+        Output of :func:`py4dstem_gnn.classify_braggvectors` with the match stage (slices ``phase``,
+        ``zone_axis_u/v/w``, ``in_plane_angle``; the phases' lattices in the metadata).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Rx, Ry, 3, 3)`` py4DSTEM orientation matrices (``g_lab = g_crystal @ R`` in the Cartesian
+        frame of the phase's cell, as py4DSTEM's ``Crystal.generate_diffraction_pattern`` takes
+        them), NaN where no phase was identified. The zone axis is exact: the mis-tilt of a pattern
+        is below what a template match resolves.
+    """
+    from .data.orientations import rotation_with_beam_along
+
+    slices = _slices(maps)
+    if "phase" not in slices:
+        raise KeyError("the maps have no 'phase' slice: classify with the match stage (phases='pool' or a list)")
+    table, lat, conv = _phase_lattices(maps)
+    phase = slices["phase"].astype(np.int64)
+    out = np.full(phase.shape + (3, 3), np.nan)
+    sel = (phase >= 0) & (phase < len(lat)) & np.isfinite(slices["in_plane_angle"])
+    if not sel.any():
+        return out
+    uvw = np.stack([slices[f"zone_axis_{c}"][sel] for c in "uvw"], axis=1).astype(np.float64)
+    ph = phase[sel]
+    lat_real = np.linalg.inv(lat[ph]).transpose(0, 2, 1)
+    d = np.einsum("ni,nij,njk->nk", uvw, conv[ph], lat_real)
+    out[sel] = rotation_with_beam_along(d, np.radians(slices["in_plane_angle"][sel].astype(np.float64)))
+    return out
+
+
 def to_crystal_map(maps: Any, step: float | None = None, unit: str | None = None):
-    """The maps as an orix ``CrystalMap``: one phase per predicted space group.
+    """The maps as an orix ``CrystalMap``: one phase per identified material (or per space group).
+
+    With the match stage (maps holding a ``phase`` slice), each identified material is one orix
+    phase (name = formula, its space group) and the rotations are real: the orientation of the
+    matched zone-axis template (:func:`orientation_matrices`, converted as py4DSTEM's own ACOM
+    export does: crystal-to-lab Bunge angles of ``R.T``); positions without an identified phase are
+    not indexed. Without it (``phases=None``), the description below applies.
 
     Parameters
     ----------
@@ -154,6 +209,8 @@ def to_crystal_map(maps: Any, step: float | None = None, unit: str | None = None
 
     shape = sg.shape
     n = sg.size
+    if "phase" in slices:
+        return _phase_crystal_map(maps, slices, shape, crystal_map, Rotation, step, unit)
     present = sorted(int(s) for s in np.unique(sg) if s != INVALID)
     if present:
         phase_list = crystal_map.PhaseList(
@@ -180,4 +237,32 @@ def to_crystal_map(maps: Any, step: float | None = None, unit: str | None = None
         "CrystalMap %s: %d phases (%s), %d of %d positions not indexed; rotations are identity placeholders",
         shape, len(present), ", ".join(hermann_mauguin(s) for s in present[:8]), int((sg == INVALID).sum()), n,
     )
+    return xmap
+
+
+def _phase_crystal_map(maps: Any, slices: dict, shape: tuple, crystal_map: Any, Rotation: Any, step, unit):
+    """CrystalMap of the identified phases with their orientations."""
+    from scipy.spatial.transform import Rotation as SciRotation
+
+    table, _, _ = _phase_lattices(maps)
+    phase = slices["phase"].astype(np.int64).reshape(-1)
+    n = phase.size
+    R = orientation_matrices(maps).reshape(n, 3, 3)
+    ok = np.all(np.isfinite(R.reshape(n, 9)), axis=1) & (phase >= 0)
+    euler = np.zeros((n, 3))
+    if ok.any():
+        euler[ok] = SciRotation.from_matrix(np.transpose(R[ok], (0, 2, 1))).as_euler("zxz")
+    rotations = Rotation.from_euler(euler, direction="crystal2lab")
+    present = sorted(int(p) for p in np.unique(phase[ok]))
+    names = [f"{table[p]['formula']} ({hermann_mauguin(table[p]['space_group'])})" for p in present]
+    phase_list = (crystal_map.PhaseList(names=names, space_groups=[table[p]["space_group"] for p in present], ids=present)
+                  if present else crystal_map.PhaseList())
+    step_size, scan_unit = _scan_step(maps, step, unit)
+    coords, _ = crystal_map.create_coordinate_arrays(shape=shape, step_sizes=(step_size, step_size))
+    prop = {label: slices[label].reshape(n).astype(np.float64) for label in _PROPERTIES
+            if label in slices and slices[label].shape == shape}
+    xmap = crystal_map.CrystalMap(rotations=rotations, phase_id=np.where(ok, phase, -1), x=coords["x"], y=coords["y"],
+                                  phase_list=phase_list, prop=prop, scan_unit=scan_unit)
+    logger.info("CrystalMap %s: %d phases with orientations (%s), %d of %d positions not indexed", shape, len(present),
+                ", ".join(names[:8]), int((~ok).sum()), n)
     return xmap

@@ -235,12 +235,17 @@ def real_space_scale(*sources: Any) -> tuple[float, str]:
     """
     for src in sources:
         cal = getattr(src, "calibration", None)
-        if cal is None:
-            continue
         try:
             size, units = cal.get_R_pixel_size(), cal.get_R_pixel_units()
         except Exception:  # noqa: BLE001 - any calibration-less object
-            continue
+            size = units = None
+        if units is None or str(units).strip().lower() in ("pixels", "px") or size in (None, 1):
+            # maps made by classify_braggvectors carry the scan's calibration in their metadata
+            try:
+                md = src.metadata["py4dstem_gnn"]
+                size, units = md["R_pixel_size"], md["R_pixel_units"]
+            except Exception:  # noqa: BLE001 - not such maps
+                pass
         name = _UNITS.get(str(units).strip().lower()) if units is not None else None
         if name and size is not None and np.isfinite(float(size)) and float(size) > 0:
             return float(size), name

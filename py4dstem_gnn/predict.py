@@ -489,6 +489,7 @@ def _predict_with_match(spot_lists, n_spots, bank, net, dev, batch_size, progres
         cs_p[run], sg_p[run] = cs_r, sg_r
     dec = decide(match, cs_p, sg_p, params, bank.crystal_system.astype(np.int64), need, bank.space_group.astype(np.int64))
     fields = match_fields(match, bank, dec.phase, dec.phase_rank)
+    fields.pop("bank_index")
     pred = Prediction(crystal_system=dec.crystal_system, space_group=dec.space_group, confidence=dec.confidence,
                       crystal_system_probs=dec.crystal_system_probs, space_group_probs=dec.space_group_probs,
                       n_spots=n_spots, **fields)

@@ -102,9 +102,18 @@ def match_scan(scan: ScanSpots, bank: Any, config: Any = None, progress: bool = 
     """Stages 2-3, geometry and match: the measured net of every classified position against the bank."""
     if bank is None:
         return None
-    from .matching import match_patterns
+    from dataclasses import replace
 
-    return match_patterns(scan.pointlists(), bank, config, progress=progress)
+    from .matching import MatchConfig, match_patterns
+    from .matching.matcher import estimate_scale
+
+    cfg = config or MatchConfig()
+    pls = scan.pointlists()
+    centre = estimate_scale(pls, bank, cfg) if len(pls) >= 50 else None
+    if centre is not None and abs(centre - 1) > 0.01:
+        logger.info("the scan's confident matches need a scale of %.3f (measured / templates): matching around it", centre)
+        cfg = replace(cfg, scale_centre=centre)
+    return match_patterns(pls, bank, cfg, progress=progress)
 
 
 def network_scan(scan: ScanSpots, need: np.ndarray, net: Any, dev: Any, batch_size: int | None, progress: bool,
@@ -169,6 +178,9 @@ def decide_scan(scan: ScanSpots, match: Any, net_out: dict, need: np.ndarray, pa
     out.update(_empty_match_fields(n_pos))
     out["phase"][run] = f["phase"]
     out["phases"] = f["phases"]
+    # the lattice of each identified phase travels too: zone axis + in-plane angle -> orientation
+    out["phase_lat_inv"] = [[float(x) for x in bank.lat_inv[i].reshape(9)] for i in f["bank_index"]]
+    out["phase_conv_map"] = [[float(x) for x in bank.conv_map[i].reshape(9)] for i in f["bank_index"]]
     out["match_score"][run] = f["match_score"]
     out["zone_axis"][run] = f["zone_axis"]
     out["in_plane_angle"][run] = f["in_plane_angle"]
@@ -220,27 +232,29 @@ def build_maps(scan: ScanSpots, labels: dict, valid: np.ndarray, median_filter: 
     return RealSlice(data=data, name=name, slicelabels=list(slices))
 
 
-def check_q_scale(q_scale: np.ndarray | None, valid: np.ndarray, tolerance: float = 0.03, min_positions: int = 20) -> float | None:
-    """The calibration check for free: warn when confident matches need a scale far from 1.
+def check_q_scale(q_scale: np.ndarray | None, valid: np.ndarray, min_positions: int = 20) -> float | None:
+    """The calibration check the match gives for free: the factor the measured ``|q|`` needs.
 
-    Returns the median fitted scale (measured / template) over valid matched positions, or ``None``.
+    Parameters
+    ----------
+    q_scale : numpy.ndarray or None
+        (n,) fitted scale of each position's identified phase, measured / template (NaN where none).
+    valid : numpy.ndarray
+        (n,) bool: positions that keep their labels (the confident ones).
+    min_positions : int
+        Fewer matched valid positions than this: no estimate.
+
+    Returns
+    -------
+    float or None
+        ``1 / median(q_scale)`` over valid matched positions: multiply the Q pixel size by it (the
+        warning is :func:`py4dstem_gnn.diagnostics.warn_scan_outcome`'s); ``None`` without enough matches.
     """
     if q_scale is None:
         return None
-    ok = valid & np.isfinite(q_scale)
+    ok = np.asarray(valid, bool) & np.isfinite(q_scale)
     if ok.sum() < min_positions:
         return None
-    med = float(np.median(q_scale[ok]))
-    if abs(med - 1) > tolerance:
-        import warnings
-
-        from .diagnostics import CalibrationWarning
-
-        warnings.warn(
-            f"the identified phases fit the spots only after scaling them by {1 / med:.3f} (median over "
-            f"{int(ok.sum())} matched positions): the Q pixel size looks {abs(med - 1) * 100:.1f} % too "
-            f"{'large' if med > 1 else 'small'}; check bv.calibration.get_Q_pixel_size() against a standard, "
-            f"or multiply it by {1 / med:.3f}", CalibrationWarning, stacklevel=3)
-    return med
+    return float(1.0 / np.median(q_scale[ok]))
 
 

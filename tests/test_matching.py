@@ -147,3 +147,79 @@ def test_predict_pointlists_with_phases_and_fallback(bank):
     assert np.array_equal(np.abs(pred.zone_axis[0]), [0, 0, 1])
     off = pg.predict_pointlists([known, unknown], phases=None)
     assert off.phase is None
+
+
+@pytest.fixture(scope="module")
+def au_scan_bv():
+    from py4dstem_gnn.data.synthetic import au_nanoparticle_scan, detect_braggvectors
+
+    scan = au_nanoparticle_scan(scan_shape=(20, 20), seed=3)
+    return detect_braggvectors(scan.datacube, disk_radius=2.5, q_pixel_size=0.021)
+
+
+def test_classify_braggvectors_phase_maps(au_scan_bv):
+    import py4dstem_gnn as pg
+
+    maps = pg.classify_braggvectors(au_scan_bv, phases=[_structures()["Au"], _structures()["Si"]], progress=False,
+                                    confidence_threshold=0)
+    for label in ("phase", "match_score", "zone_axis_u", "zone_axis_v", "zone_axis_w", "in_plane_angle", "q_scale"):
+        assert label in maps.slicelabels
+    table = pg.phase_table(maps)
+    assert table and table[0]["formula"] == "Au" and table[0]["space_group"] == 225
+    phase = maps.get_slice("phase").data
+    named = phase >= 0
+    assert named.sum() > 20
+    assert np.all(phase[named] == 0)  # Au everywhere a phase is named (Si never)
+    assert np.all(maps.get_slice("crystal_system").data[named] == 6)
+    q = maps.get_slice("q_scale").data[named]
+    assert np.nanmedian(q) == pytest.approx(1.0, abs=0.02)
+
+
+def test_q_pixel_size_off_is_reported(au_scan_bv):
+    import copy
+    import warnings
+
+    import py4dstem_gnn as pg
+
+    bv = copy.deepcopy(au_scan_bv)
+    bv.calibration.set_Q_pixel_size(0.021 * 1.04)
+    bv.setcal()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        maps = pg.classify_braggvectors(bv, phases=[_structures()["Au"]], progress=False, confidence_threshold=0)
+    q = maps.get_slice("q_scale").data
+    assert np.nanmedian(q) == pytest.approx(1.04, abs=0.015)
+    assert any("Q pixel size" in str(w.message) for w in caught)
+
+
+def test_exported_orientation_reproduces_the_pattern(bank):
+    """Zone axis + in-plane angle + the phase's lattice stored with the maps give back the pattern."""
+    from py4dstem_gnn.data.synthetic import braggvectors_from_pointlists
+    from py4dstem_gnn.interop import orientation_matrices
+    from scipy.spatial import cKDTree
+    import py4dstem_gnn as pg
+
+    entry, conv, pattern = _simulator(_structures()["TiO2"])
+    rng = np.random.default_rng(5)
+    pls = []
+    for uvw in ([0, 0, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]):
+        pls.append(pattern(zone_axis_rotation(uvw, entry.lat_inv, conv, in_plane=rng.uniform(0, 6.28))))
+    px = [np.column_stack([p[:, :2] / 0.015 + 128.0, p[:, 2]]) for p in pls]
+    bv = braggvectors_from_pointlists(px, scan_shape=(2, 2), qshape=(256, 256))
+    maps = pg.classify_braggvectors(bv, phases=bank, progress=False, median_filter=None, confidence_threshold=0,
+                                    raw_vectors=True, q_pixel_size=0.015, origin=(128.0, 128.0), min_spots=3)
+    R = orientation_matrices(maps)
+    phase = maps.get_slice("phase").data
+    for rx in range(2):
+        for ry in range(2):
+            assert phase[rx, ry] >= 0
+            again = pattern(R[rx, ry])
+            measured = pls[2 * rx + ry]
+            dist, _ = cKDTree(again[:, :2]).query(measured[:, :2])
+            assert np.median(dist) < 2e-3
+    orix = pytest.importorskip("orix")
+    from py4dstem_gnn.interop import to_crystal_map
+
+    xmap = to_crystal_map(maps)
+    assert xmap.phases.size >= 1 and "O2Ti" in xmap.phases.names[0]
+    del orix

@@ -42,7 +42,21 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["AugmentConfig", "augment_pointlists", "random_excitation_sigma"]
+__all__ = ["AugmentConfig", "augment_pointlists", "random_excitation_sigma", "DETECTED_STATISTICS"]
+
+#: Detection statistics per detector preset (:mod:`py4dstem_gnn.data.detector`), measured by
+#: ``python benchmarks/detection.py measure`` on the zone-axis test set (3,906 Bloch-wave patterns; see
+#: ``benchmarks/results/detection.md``): robust per-coordinate position sigma (1/A, median error / 1.177),
+#: 10th / 90th percentile of the per-pattern detection threshold relative to the brightest diffracted
+#: spot, share of in-field spots above it still lost, false peaks per pattern, field half-width (1/A).
+DETECTED_STATISTICS: dict[str, dict[str, float]] = {
+    "hybrid128_lowdose": dict(position_sigma=0.350 / 1.177 * 0.025, threshold_p10=6.5e-3, threshold_p90=0.33,
+                              missed_above_threshold=0.181, false_per_pattern=1.13, q_max=1.5),
+    "hybrid256": dict(position_sigma=0.251 / 1.177 * 0.0125, threshold_p10=2.5e-3, threshold_p90=0.070,
+                      missed_above_threshold=0.140, false_per_pattern=2.12, q_max=1.525),
+    "cmos512_highdose": dict(position_sigma=0.136 / 1.177 * 0.008, threshold_p10=1.4e-3, threshold_p90=0.031,
+                             missed_above_threshold=0.129, false_per_pattern=3.09, q_max=1.984),
+}
 
 
 @dataclass
@@ -129,17 +143,62 @@ class AugmentConfig:
         return c
 
     @classmethod
+    def detected(cls, detector: str = "hybrid128_lowdose") -> "AugmentConfig":
+        """Corruption fitted to what py4DSTEM's ``find_Bragg_disks`` does to Bloch-wave spot lists on a
+        detector preset of :mod:`py4dstem_gnn.data.detector` (issue 22).
+
+        Numbers from ``python benchmarks/detection.py measure`` (``benchmarks/results/detection.md`` and
+        ``.json``, zone-axis test set, 3,906 patterns per preset), see :data:`DETECTED_STATISTICS`:
+
+        * ``jitter``: detected-vs-true position error, robust per-coordinate sigma
+          ``median |error| / 1.177`` (Rayleigh), times ``sqrt(3)`` because the augmentation draws each
+          pattern's sigma uniformly in ``[0, jitter]``;
+        * ``weak_threshold``: the 10th and 90th percentiles over patterns of the intensity, relative to
+          the brightest diffracted spot, that best separates found from lost spots (far above the
+          calibrated preset's 1e-4 to 5e-3: at 2e4 electrons a spot needs ~0.4 % of the beam);
+        * ``dropout``: twice the share of spots above that threshold still lost (merged or crowded),
+          since each pattern draws its dropout uniformly in ``[0, dropout]``;
+        * ``q_max_range``: the square detector field inside the edge boundary, from its half-width
+          (``preset.q_max``) to its corner (``sqrt(2)`` times that);
+        * ``spurious_rate``: false peaks per pattern;
+        * calibration error and intensity distortion as :meth:`calibrated` (the measured radial bias was
+          +0.02 to +0.22 %, inside its ±0.5 % scale error).
+
+        Parameters
+        ----------
+        detector : str
+            A preset name with measured statistics: ``"hybrid128_lowdose"``, ``"hybrid256"`` or
+            ``"cmos512_highdose"``.
+        """
+        try:
+            st = DETECTED_STATISTICS[detector]
+        except KeyError:
+            raise ValueError(f"no detection statistics for {detector!r}; choose one of "
+                             f"{sorted(DETECTED_STATISTICS)}") from None
+        c = cls.calibrated()
+        c.jitter = float(np.sqrt(3.0) * st["position_sigma"])
+        c.weak_threshold = (float(st["threshold_p10"]), float(st["threshold_p90"]))
+        c.dropout = float(min(2.0 * st["missed_above_threshold"], 0.9))
+        c.q_max_range = (float(st["q_max"]), float(np.sqrt(2.0) * st["q_max"]))
+        c.spurious_rate = float(st["false_per_pattern"])
+        return c
+
+    @classmethod
     def preset(cls, name: str) -> "AugmentConfig":
-        """``"calibrated"``, ``"uncalibrated"`` or ``"legacy"`` (the strengths used before the presets)."""
+        """``"calibrated"``, ``"uncalibrated"``, ``"legacy"`` (the strengths used before the presets) or
+        ``"detected[:<detector preset>]"`` (:meth:`detected`)."""
         if name == "calibrated":
             return cls.calibrated()
         if name == "uncalibrated":
             return cls.uncalibrated()
+        if name.startswith("detected"):
+            return cls.detected(name.partition(":")[2] or "hybrid128_lowdose")
         if name == "legacy":
             return cls(scale_error=0.02, ellipticity=0.01, rotation_deg=2.0, jitter=0.005, gamma_range=(0.6, 1.0),
                        intensity_noise=0.2, weak_threshold=(1e-4, 2e-2), dropout=0.1, q_max_range=(1.2, 2.0),
                        spurious_rate=1.0, spurious_intensity=1.0)
-        raise ValueError(f"unknown augmentation preset {name!r}; choose calibrated, uncalibrated or legacy")
+        raise ValueError(f"unknown augmentation preset {name!r}; choose calibrated, uncalibrated, legacy or "
+                         "detected[:<detector preset>]")
 
 
 def random_excitation_sigma(

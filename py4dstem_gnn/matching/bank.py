@@ -197,7 +197,9 @@ class TemplateBank:
         new_of[idx] = np.arange(len(idx))
         rows = np.flatnonzero(new_of[self.phase] >= 0)
         counts = np.diff(self.offsets)[rows]
-        spot = np.concatenate([np.arange(self.offsets[r], self.offsets[r + 1]) for r in rows]) if len(rows) else np.zeros(0, np.int64)
+        starts = self.offsets[rows]
+        new_starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(rows) else np.zeros(0, np.int64)
+        spot = np.repeat(starts - new_starts, counts) + np.arange(int(counts.sum()))
         kw = {k: getattr(self, k)[idx] for k in _PHASE_KEYS}
         kw.update({k: getattr(self, k)[rows] for k in ("uvw", "a", "b", "gamma", "phi", "hand", "kind", "t_len")})
         kw["phase"] = new_of[self.phase[rows]].astype(np.int32)

@@ -47,7 +47,7 @@ def decision_conditions(patterns: Any, bank: Any, net: Any, seed: int = 0) -> di
 
     manifest = load_manifest()
     dev = resolve_device("cpu")
-    spots = [np.asarray(split_direct_beam(p)[0], np.float32).reshape(-1, 3) for p in patterns.pointlists()]
+    spots = [np.asarray(split_direct_beam(p)[0], np.float32).reshape(-1, 3) for p in patterns.pointlists]
     mats = patterns.material
     cs, sg = patterns.crystal_system.astype(np.int64), patterns.space_group.astype(np.int64)
     # unseen: drop every phase of the validation materials' groups from the bank

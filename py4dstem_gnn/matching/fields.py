@@ -31,7 +31,7 @@ def match_fields(match: MatchResult, bank: TemplateBank, phase: np.ndarray, rank
         ``phase`` (n,) int64 index into ``phases`` (-1 none); ``phases`` list of dicts (formula,
         space_group, crystal_system, source; one per phase named, in order of first appearance);
         ``zone_axis`` (n, 3) int64 (0 where no phase); ``in_plane_angle`` (n,) float32 degrees (NaN
-        where none); ``orientation`` (n, 3, 3) float64 (NaN where none); ``match_score`` (n,) float32
+        where none); ``bank_index`` (m,) the bank phase of each table row; ``orientation`` (n, 3, 3) float64 (NaN where none); ``match_score`` (n,) float32
         best score of any candidate (NaN where no candidate); ``q_scale`` (n,) float32 fitted scale
         measured / template of the named phase (NaN where none).
     """
@@ -54,5 +54,5 @@ def match_fields(match: MatchResult, bank: TemplateBank, phase: np.ndarray, rank
         orient[rows] = o["orientation"][rows]
         scale[rows] = match.q_scale[rows, r]
     best = np.where(np.isfinite(match.score[:, 0]), match.score[:, 0], np.nan).astype(np.float32)
-    return {"phase": compact, "phases": bank.phases(order), "zone_axis": zone, "in_plane_angle": angle,
+    return {"phase": compact, "phases": bank.phases(order), "bank_index": order, "zone_axis": zone, "in_plane_angle": angle,
             "orientation": orient, "match_score": best, "q_scale": scale}

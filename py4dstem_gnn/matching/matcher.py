@@ -35,7 +35,7 @@ from ..geometry.pattern import PatternGeometry, pattern_geometry
 from ..labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS
 from .bank import TemplateBank
 
-__all__ = ["MatchConfig", "MatchResult", "match_patterns", "net_automorphisms", "UNIMODULAR"]
+__all__ = ["MatchConfig", "MatchResult", "match_patterns", "estimate_scale", "net_automorphisms", "UNIMODULAR"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,13 @@ class MatchConfig:
         Score penalty per unit of ``((q_scale - 1) / scale_tolerance) ** 2``: between candidates
         that explain a pattern equally well (fcc [001] and bcc [001] of cells whose ``a / sqrt 2``
         agree), the one needing the smaller calibration correction wins.
+    scale_centre : float
+        Expected ``q_scale`` (measured / template): 1 for a well-calibrated pattern; a scan's own
+        estimate (:func:`estimate_scale`) when its Q calibration is off.
+    power : float
+        Intensities enter the score as ``(I / I_max) ** power`` (templates store ``power = 0.25``
+        values and are converted): small powers weigh which reflections are present more than how
+        strong they are, which dynamical scattering changes.
     n_measured : int
         The brightest measured spots on the net that enter the score.
     max_candidates : int
@@ -105,13 +112,15 @@ class MatchConfig:
     ratio_tolerance: float = 0.03
     angle_tolerance_deg: float = 2.5
     metric_tolerance: float = 0.05
-    metric_weight: float = 0.1
-    scale_weight: float = 0.05
+    metric_weight: float = 0.3
+    scale_weight: float = 0.5
+    scale_centre: float = 1.0
+    power: float = 0.25
     n_measured: int = 40
-    max_candidates: int = 400
+    max_candidates: int = 200
     top_k: int = 5
     min_indexed: int = 4
-    refine_below: float = 0.9
+    refine_below: float = 0.75
     chunk_size: int = 256
 
 
@@ -190,7 +199,7 @@ def net_automorphisms(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndar
 
 
 def _measured_grids(pointlists_geometry: PatternGeometry, pointlists: Sequence[np.ndarray], idx: np.ndarray,
-                    n_measured: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    n_measured: int, power: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dense ``(2G+1)^2`` grids of ``(I / I_max) ** 0.25`` of each pattern's brightest on-net spots.
 
     Returns grids (m, (2G+1)^2) float32, their norms (m,), and the largest measured ``|q|`` (m,).
@@ -214,7 +223,7 @@ def _measured_grids(pointlists_geometry: PatternGeometry, pointlists: Sequence[n
             continue
         order = np.argsort(-inten, kind="stable")[:n_measured]
         hk, inten = hk[order], inten[order]
-        v = (inten / max(inten.max(), _TINY)) ** 0.25
+        v = (inten / max(inten.max(), _TINY)) ** power
         flat = (hk[:, 0] + _GRID) * side + (hk[:, 1] + _GRID)
         np.maximum.at(grids[r], flat, v.astype(np.float32))
     norms = np.sqrt((grids.astype(np.float64) ** 2).sum(axis=1))
@@ -403,7 +412,7 @@ def _select_top(parts: list, res: MatchResult, cfg: MatchConfig, merge: bool = F
 def _match_chunk(idx, pointlists, geo, bank, bank_keys, tree, scales, hk_pad, val_pad, cfg: MatchConfig, res: MatchResult):
     """Score the candidates of patterns ``idx``; returns candidate tuples (best template per phase)."""
     a_len, b_len, gam = geo.a_len[idx], geo.b_len[idx], geo.gamma_deg[idx]
-    mkeys = np.stack([np.log(a_len), np.log(b_len / a_len), gam], axis=1)
+    mkeys = np.stack([np.log(a_len / cfg.scale_centre), np.log(b_len / a_len), gam], axis=1)
     lists = tree.query_ball_point(mkeys / scales, r=1.0, p=np.inf)
     counts = np.fromiter((len(x) for x in lists), np.int64, len(lists))
     if counts.sum() == 0:
@@ -438,15 +447,15 @@ def _match_chunk(idx, pointlists, geo, bank, bank_keys, tree, scales, hk_pad, va
     s2 = (Gm[:, 0] + Gm[:, 2]) / np.maximum(g00 + g11, _TINY)
     mis = np.maximum.reduce([np.abs(Gm[:, 0] - s2 * g00), np.abs(Gm[:, 1] - s2 * g01), np.abs(Gm[:, 2] - s2 * g11)]) / np.maximum(Gm[:, 0], _TINY)
     scale = np.sqrt(s2)
-    ok = (mis <= cfg.metric_tolerance) & (np.abs(scale - 1) <= cfg.scale_tolerance)
+    ok = (mis <= cfg.metric_tolerance) & (np.abs(scale / cfg.scale_centre - 1) <= cfg.scale_tolerance)
     tp, tr, tu, scale, mis = tp[ok], tr[ok], tu[ok], scale[ok], mis[ok]
     if len(tp) == 0:
         return
     # intensities: template reflections mapped onto the measured grid
-    grids, gnorm, qmax = _measured_grids(geo, pointlists, idx, cfg.n_measured)
+    grids, gnorm, qmax = _measured_grids(geo, pointlists, idx, cfg.n_measured, cfg.power)
     side = 2 * _GRID + 1
     hk_t = hk_pad[tr].astype(np.int64)  # (m, S, 2)
-    v_t = val_pad[tr]
+    v_t = val_pad[tr] if cfg.power == 0.25 else np.where(val_pad[tr] > 0, val_pad[tr] ** (cfg.power / 0.25), 0.0)
     Uinv = _UNIMODULAR_INV[tu]  # measured index = template index @ U^-1
     hm = np.einsum("msi,mij->msj", hk_t, Uinv)
     inside = (np.abs(hm).max(axis=2) <= _GRID) & (v_t > 0)
@@ -467,7 +476,7 @@ def _match_chunk(idx, pointlists, geo, bank, bank_keys, tree, scales, hk_pad, va
     tnorm = np.sqrt(2 * (w.astype(np.float64) ** 2).sum(axis=1))
     cos = dot / np.maximum(tnorm * gnorm[tp], _TINY)
     score = (cos - cfg.metric_weight * mis / cfg.metric_tolerance
-             - cfg.scale_weight * ((scale - 1) / cfg.scale_tolerance) ** 2).astype(np.float32)
+             - cfg.scale_weight * ((scale / cfg.scale_centre - 1) / cfg.scale_tolerance) ** 2).astype(np.float32)
     # per pattern: best per class, then the best template of each phase, top_k
     gi = idx[tp]
     ph = bank.phase[tr].astype(np.int64)
@@ -480,3 +489,35 @@ def _match_chunk(idx, pointlists, geo, bank, bank_keys, tree, scales, hk_pad, va
     tp, ph, score, tr, tu, scale = tp[first], ph[first], score[first], tr[first], tu[first], scale[first]
     basis = np.stack([geo.a[idx][tp], geo.b[idx][tp]], axis=1).astype(np.float32)
     return idx[tp], ph, score, tr, tu, scale.astype(np.float32), basis
+
+
+def estimate_scale(pointlists: Sequence[np.ndarray], bank: TemplateBank, config: MatchConfig | None = None,
+                   geometry: PatternGeometry | None = None, max_patterns: int = 2000, min_score: float = 0.85,
+                   min_count: int = 20, seed: int = 0) -> float | None:
+    """The scale a whole scan's spots need to fit the bank: its Q-calibration error, from the data.
+
+    All positions of a scan share one Q calibration, so a first pass with a weak scale prior over (a
+    sample of) the positions, keeping the confident matches, measures it: the median of their
+    fitted ``q_scale``. A second pass centred there (:attr:`MatchConfig.scale_centre`) then keeps the
+    strong prior that separates phases whose cells differ by a few %.
+
+    Returns
+    -------
+    float or None
+        The median ``q_scale`` (measured / template), or ``None`` with fewer than ``min_count``
+        confident matches.
+    """
+    from dataclasses import replace
+
+    cfg = config or MatchConfig()
+    n = len(pointlists)
+    idx = np.arange(n)
+    if n > max_patterns:
+        idx = np.sort(np.random.default_rng(seed).choice(n, max_patterns, replace=False))
+    sub = [pointlists[i] for i in idx]
+    weak = replace(cfg, scale_weight=min(cfg.scale_weight, 0.05), scale_centre=1.0, refine_below=0.0)
+    res = match_patterns(sub, bank, weak)
+    ok = np.isfinite(res.score[:, 0]) & (res.score[:, 0] >= min_score)
+    if ok.sum() < min_count:
+        return None
+    return float(np.median(res.q_scale[ok, 0]))
