@@ -3,7 +3,6 @@ and a tiny synthetic set; the command line recorded in the report."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -91,7 +91,7 @@ def test_aggregate_probs_hand_made():
     np.testing.assert_allclose(geo[0], [0.9, 0.1])
 
 
-def test_multiview_evaluation_hand_made():
+def test_multiview_correct_hand_made():
     # material 0: cubic 225, views vote 2:1 for cubic -> right after aggregation
     # material 1: hexagonal 194, every view says hexagonal 194
     cs = np.zeros((6, 7))
@@ -107,9 +107,8 @@ def test_multiview_evaluation_hand_made():
     sg[2] = 1e-6
     sg[2, 193] = 0.6
     sg[2, 224] = 0.4
-    sg_true = np.array([225, 225, 225, 194, 194, 194])
     groups = np.array([0, 0, 0, 1, 1, 1])
-    cs_true_m, sg_true_m = np.array([6, 5]), np.array([225, 194])
+    cs_true_m, sg_true_m = np.array([6, 5]), np.array([225, 194])  # per material
     rng = np.random.default_rng(0)
     draws = [M.draw_views(groups, 3, rng) for _ in range(3)]
     # both rules (normalised geometric mean, as the report combines views) get both materials right

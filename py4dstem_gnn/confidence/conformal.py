@@ -35,11 +35,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..labels import CRYSTAL_SYSTEMS, N_CRYSTAL_SYSTEMS, SG_TO_CS
+from ..labels import CRYSTAL_SYSTEMS, N_CRYSTAL_SYSTEMS
 
 __all__ = [
     "DEFAULT_LEVELS",

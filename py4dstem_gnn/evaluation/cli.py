@@ -197,20 +197,6 @@ def _card_training(spec: str) -> str:
     return f"card: trained on manifest column {main.get('split_column', 'split')!r} = {main['split']!r}"
 
 
-def _card_training(spec: str) -> str:
-    """What a weights card says about its training materials (for the report)."""
-    try:
-        from ..weights import read_card, resolve_weights
-
-        data = read_card(resolve_weights(spec)).get("training", {}).get("data", {})
-    except Exception:  # a missing or foreign card is reported, not fatal
-        return "card unreadable"
-    main = data.get("main", data)
-    if "split" not in main:
-        return "the card states no training split"
-    return f"card: trained on manifest column {main.get('split_column', 'split')!r} = {main['split']!r}"
-
-
 def run(args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
     """Load, corrupt, predict, score and write the report; returns the JSON payload."""
     from ..data.structures import load_manifest

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..labels import CRYSTAL_SYSTEMS, N_CRYSTAL_SYSTEMS, SG_TO_CS
 from . import metrics as M
-from .protocols import labels_and_probs, multiview_correct
+from .protocols import field, labels_and_probs, multiview_correct
 
 __all__ = ["PAPER_FIGURES", "detail"]
 
@@ -101,7 +101,7 @@ def detail(preds: Mapping[str, Any], sel: np.ndarray, material: np.ndarray, spac
         cs_hat, sg_hat = cs_hat[idx], sg_hat[idx]
         cm = M.confusion_matrix(cs_true, cs_hat, N_CRYSTAL_SYSTEMS)
         sg_by, count = M.grouped_accuracy(sg_true, sg_hat, cs_true, N_CRYSTAL_SYSTEMS)
-        meta = (pred.get("meta") if isinstance(pred, Mapping) else getattr(pred, "meta", None)) or {}
+        meta = field(pred, "meta") or {}
         r: dict[str, Any] = {"cs_accuracy": M.accuracy(cs_true, cs_hat), "sg_accuracy": M.accuracy(sg_true, sg_hat),
                              "cs_confusion": cm.tolist(), "cs_prf": M.precision_recall_f1(cm),
                              "sg_accuracy_by_system": sg_by.tolist(), "n_by_system": count.tolist(),

@@ -23,11 +23,11 @@ the random-forest baseline are scored by the same code:
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
-from ..labels import N_SPACE_GROUPS, SG_TO_CS
+from ..labels import SG_TO_CS
 from .bootstrap import (
     BootstrapInterval,
     group_bootstrap,

@@ -47,6 +47,8 @@ __all__ = [
     "evaluate_protocols",
     "multiview_correct",
     "labels_and_probs",
+    "field",
+    "per_protocol",
     "jsonable",
 ]
 
@@ -95,7 +97,8 @@ def protocol_membership(material: np.ndarray, manifest: Any, known: str = "all")
     return {p: out[p] for p in PROTOCOLS}
 
 
-def _field(pred: Any, name: str) -> Any:
+def field(pred: Any, name: str) -> Any:
+    """An attribute of a prediction object, or an entry of a mapping; None when absent."""
     if isinstance(pred, Mapping):
         return pred.get(name)
     return getattr(pred, name, None)
@@ -103,10 +106,10 @@ def _field(pred: Any, name: str) -> Any:
 
 def labels_and_probs(pred: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(cs, sg, cs_probs, sg_probs) of a Prediction-like object or mapping; probabilities may be None."""
-    csp, sgp = _field(pred, "crystal_system_probs"), _field(pred, "space_group_probs")
+    csp, sgp = field(pred, "crystal_system_probs"), field(pred, "space_group_probs")
     csp = None if csp is None else np.asarray(csp, dtype=np.float64)
     sgp = None if sgp is None else np.asarray(sgp, dtype=np.float64)
-    cs, sg = _field(pred, "crystal_system"), _field(pred, "space_group")
+    cs, sg = field(pred, "crystal_system"), field(pred, "space_group")
     if cs is None or sg is None:
         if csp is None or sgp is None:
             raise ValueError("a prediction needs crystal_system and space_group labels or both probability arrays")
@@ -118,7 +121,7 @@ def labels_and_probs(pred: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return cs, sg, csp, sgp
 
 
-def _per_protocol(predictions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def per_protocol(predictions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """classifier -> protocol -> prediction (a prediction given once serves every protocol)."""
     out: dict[str, dict[str, Any]] = {}
     for name, pred in predictions.items():
@@ -242,7 +245,7 @@ def evaluate_protocols(
     bins = np.asarray(group_size_bins)
     bin_of = np.searchsorted(bins, gsize, side="right") - 1
     bin_names = _bin_labels(list(group_size_bins))
-    classifiers = _per_protocol(predictions)
+    classifiers = per_protocol(predictions)
     names = list(classifiers)
     parsed: dict[tuple[str, int], tuple] = {}
 

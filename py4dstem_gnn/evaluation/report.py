@@ -36,7 +36,8 @@ from ..confidence.conformal import mask_contains, prediction_sets
 from ..labels import SG_TO_CS
 from . import detail as D
 from .markdown import render_report
-from .protocols import CORRUPTIONS, DEFAULT_VIEWS, PROTOCOLS, REGIMES, evaluate_protocols, jsonable, protocol_membership
+from .protocols import (CORRUPTIONS, DEFAULT_VIEWS, PROTOCOLS, REGIMES, evaluate_protocols, field as _get, jsonable,
+                        per_protocol, protocol_membership)
 from .selective import (compare_scores, coverage_by_condition, risk_coverage_curve, risk_coverage_figure,
                         selective_by_condition)
 
@@ -53,16 +54,6 @@ TARGET_ACCURACY: float = 0.9
 #: Issue 15: most patterns labelled at random orientations unless they reach :data:`TARGET_ACCURACY`.
 TARGET_RANDOM_LABELLED: float = 0.2
 _SHORTFALL = 0.02
-
-
-def _get(pred: Any, name: str) -> Any:
-    return pred.get(name) if isinstance(pred, Mapping) else getattr(pred, name, None)
-
-
-def _per_protocol(pred: Any) -> dict[str, Any]:
-    if isinstance(pred, Mapping) and pred and set(pred) <= set(PROTOCOLS):
-        return {p: v for p, v in pred.items() if v is not None}
-    return {p: pred for p in PROTOCOLS}
 
 
 def evaluate(
@@ -130,15 +121,15 @@ def evaluate(
             "coverage_shortfall_flag": _SHORTFALL,
             "correct": "argmax of the crystal-system probabilities equals the true crystal system"}),
             "classifiers": {}}
-        for name, pred in classifiers.items():
-            rows = _selective(name, _per_protocol(pred), material, sg_true, regime, corrupted, manifest, member,
+        for name, pred in per_protocol(classifiers).items():
+            rows = _selective(name, pred, material, sg_true, regime, corrupted, manifest, member,
                               (weights or {}).get(name), levels, n_boot, seed, ci, fig_dir)
             if rows:
                 out["selective"]["classifiers"][name] = rows
                 out["figures"] += [p["figure"] for p in rows if p.get("figure")]
     if detail is not None and detail in member:
         sel = np.asarray(member[detail], bool) & ~corrupted
-        preds = {n: _per_protocol(p).get(detail) for n, p in classifiers.items()}
+        preds = {n: p.get(detail) for n, p in per_protocol(classifiers).items()}
         preds = {n: p for n, p in preds.items() if p is not None}
         if sel.any() and preds:
             out["detail"] = D.detail(preds, sel, material, sg_true, validation=validation,
