@@ -114,3 +114,21 @@ def test_preset_statistics_are_pinned(name):
     assert n_hit / n_true == pytest.approx(want["recall"], abs=0.03)
     assert n_false / len(pls) == pytest.approx(want["false"], abs=1.0)
     assert np.median(err) == pytest.approx(want["median_px"], abs=0.06)
+
+
+def test_augment_preset_fitted_to_detection():
+    from py4dstem_gnn.data.augment import DETECTED_STATISTICS, AugmentConfig, augment_pointlists
+
+    assert set(DETECTED_STATISTICS) == set(PRESETS)
+    cal = AugmentConfig.calibrated()
+    low = AugmentConfig.detected("hybrid128_lowdose")
+    high = AugmentConfig.detected("cmos512_highdose")
+    assert low.weak_threshold[0] > cal.weak_threshold[1]  # detection loses far more than the old preset
+    assert low.jitter > high.jitter and low.weak_threshold[1] > high.weak_threshold[1]
+    assert AugmentConfig.preset("detected:hybrid256") == AugmentConfig.detected("hybrid256")
+    assert AugmentConfig.preset("detected") == low
+    with pytest.raises(ValueError):
+        AugmentConfig.detected("nope")
+    pl = _square_lattice()
+    out = augment_pointlists([pl] * 20, np.random.default_rng(0), low)
+    assert np.mean([len(o) for o in out]) < len(pl)

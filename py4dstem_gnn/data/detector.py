@@ -19,6 +19,15 @@ simulator's list. This module makes that path reproducible for evaluation and tr
 3. :func:`detect_pointlists` does both, in chunks (bounded memory).
 
 Presets (:data:`PRESETS`) span real instruments; numbers and sources in each ``description``.
+Measured on the 3,906 zone-axis Bloch-wave test patterns (``python benchmarks/detection.py measure``,
+``benchmarks/results/detection.md``): median position error of the found spots 0.35 / 0.25 / 0.14 px
+(``hybrid128_lowdose`` / ``hybrid256`` / ``cmos512_highdose``; 90th percentile 1.0 / 0.8 / 0.5 px), share of
+true diffracted spots found 27 / 45 / 56 % (weak spots are lost: half are found from about 4e-3 / 8e-4 /
+5e-4 of the incident beam), false peaks 1.1 / 2.1 / 3.1 per pattern.
+
+Disks are drawn by :func:`_render_disks`, not by :func:`py4dstem_gnn.data.synthetic.render_disks`, which
+swaps the sub-pixel offsets of the two axes (up to half a pixel of position bias; left there because the
+recorded Au example depends on it).
 """
 
 from __future__ import annotations
