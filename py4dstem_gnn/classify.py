@@ -348,8 +348,9 @@ def _parameters(model, dev, min_spots, median_filter, threshold, direct_beam_tol
             "phase_space_group": [p["space_group"] for p in table],
             "phase_crystal_system": [p["crystal_system"] for p in table],
             "phase_source": [p["source"] for p in table],
-            "phase_lat_inv": labels.get("phase_lat_inv", []),
-            "phase_conv_map": labels.get("phase_conv_map", []),
+            # py4DSTEM Metadata writes arrays, not nested lists
+            "phase_lat_inv": np.asarray(labels.get("phase_lat_inv", []), np.float64).reshape(-1, 9),
+            "phase_conv_map": np.asarray(labels.get("phase_conv_map", []), np.float64).reshape(-1, 9),
             "phase_frame": "reciprocal basis (rows, 1/A) of the cell the templates were made in (spglib standard "
                            "primitive cell; orientations in py4DSTEM's convention, g_lab = g_crystal @ R)",
             "network_ran_share": float(labels["network_ran"][labels["ran"]].mean()) if labels["ran"].any() else 0.0,

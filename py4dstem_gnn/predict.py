@@ -53,6 +53,7 @@ from .batching import (  # noqa: F401 - re-exports
 )
 from .confidence.conformal import sg_set_size
 from .labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
+from .validation import resolve_device  # noqa: F401 - re-exported (one implementation)
 
 __all__ = [
     "Prediction",
@@ -221,34 +222,6 @@ def crystal_system_confidence(crystal_system_probs: np.ndarray) -> tuple[np.ndar
     cs = np.argmax(cs_p, axis=1).astype(np.int64)
     top2 = np.partition(cs_p, N_CRYSTAL_SYSTEMS - 2, axis=1)[:, -2:]
     return cs, (top2[:, 1] - top2[:, 0]).astype(np.float32)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn ``"auto"`` / a name / a device into a :class:`torch.device`.
-
-    Parameters
-    ----------
-    device : str or torch.device
-        ``"auto"`` picks ``"cuda"`` when available, else ``"cpu"``.
-
-    Returns
-    -------
-    torch.device
-
-    Raises
-    ------
-    ValueError
-        If CUDA is requested but not available.
-    """
-    if isinstance(device, torch.device):
-        dev = device
-    elif device is None or str(device) == "auto":
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        dev = torch.device(str(device))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
-    return dev
 
 
 def _load(model: Any, device: torch.device) -> torch.nn.Module:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import subprocess
 import sys
 import textwrap
@@ -25,6 +27,9 @@ from py4dstem_gnn.classify import (  # noqa: E402
 )
 from py4dstem_gnn.data.synthetic import braggvectors_from_pointlists, random_braggvectors  # noqa: E402
 from py4dstem_gnn.toy import tiny_model
+
+# these tests exercise the network stage: the match stage (phases='pool' by default) is tested in test_matching.py
+classify_braggvectors = functools.partial(classify_braggvectors, phases=None)
 
 QPIX = 0.02
 ORIGIN = (64.4, 63.2)
@@ -319,13 +324,13 @@ def test_attach_save_read_fresh_interpreter(hand_bv, tmp_path):
 def test_cli_classify(hand_bv, tmp_path, monkeypatch):
     import argparse
 
-    from py4dstem_gnn import py4dstem as mod
+    from py4dstem_gnn import classify_cli as mod
 
     src = tmp_path / "bv.h5"
     py4DSTEM.save(str(src), hand_bv.copy(name="braggvectors"), mode="o")
     parser = argparse.ArgumentParser()
     mod.configure_parser(parser)
-    args = parser.parse_args([str(src), "--figure", str(tmp_path / "fig.png"), "--no-progress", "--median-filter", "3"])
+    args = parser.parse_args([str(src), "--figure", str(tmp_path / "fig.png"), "--no-progress", "--median-filter", "3", "--phases", "none"])
     monkeypatch.setattr(args, "model", CountingModel(), raising=False)
     assert mod.run_cli(args) == 0
     back = py4DSTEM.read(str(tmp_path / "bv_maps.h5"))
@@ -360,7 +365,7 @@ def test_non_braggvectors_refused_with_one_line(make, got, hint):
 def _classify_cli(hand_bv, tmp_path, extra: list[str]):
     import argparse
 
-    from py4dstem_gnn import py4dstem as mod
+    from py4dstem_gnn import classify_cli as mod
 
     from py4dstem_gnn.progress import quiet_py4dstem
 

@@ -7,6 +7,8 @@ Every case listed in ``docs/guarantees.md`` has a test here; the random counterp
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import os
 import subprocess
@@ -30,6 +32,9 @@ from py4dstem_gnn.predict import (
 )
 from py4dstem_gnn.labels import SG_TO_CS
 from py4dstem_gnn.model import ModelConfig, PEAGGMoE
+
+# these tests exercise the network stage: the match stage (phases='pool' by default) is tested in test_matching.py
+predict_pointlists = functools.partial(predict_pointlists, phases=None)
 
 torch.set_num_threads(1)
 
@@ -195,7 +200,9 @@ def _spots_px(n, seed=0, origin=(64.0, 64.0)):
 
 
 def test_classify_uncalibrated_braggvectors_names_the_missing_calibration(net):
-    from py4dstem_gnn.classify import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors as _classify
+
+    classify_braggvectors = functools.partial(_classify, phases=None)
     from py4dstem_gnn.data.synthetic import random_braggvectors
 
     bv = random_braggvectors((2, 2), calibrate=False)
@@ -206,7 +213,9 @@ def test_classify_uncalibrated_braggvectors_names_the_missing_calibration(net):
 def test_classify_pixel_units_and_empty_scan(net):
     import py4DSTEM
 
-    from py4dstem_gnn.classify import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors as _classify
+
+    classify_braggvectors = functools.partial(_classify, phases=None)
 
     bv = _calibrated_bv([_spots_px(8, s) for s in range(4)], (2, 2), q_pixel_size=1.5)
     with pytest.raises(ValueError, match="detector pixels"):
@@ -236,7 +245,9 @@ def test_classify_pixel_units_and_empty_scan(net):
     ],
 )
 def test_classify_bad_parameters(net, kwargs, error, match):
-    from py4dstem_gnn.classify import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors as _classify
+
+    classify_braggvectors = functools.partial(_classify, phases=None)
 
     bv = _calibrated_bv([_spots_px(8, s) for s in range(4)], (2, 2))
     kwargs = {"model": net, "device": "cpu", "progress": False, **kwargs}
@@ -245,7 +256,9 @@ def test_classify_bad_parameters(net, kwargs, error, match):
 
 
 def test_classify_odd_scans_and_nan_vectors(net, caplog):
-    from py4dstem_gnn.classify import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors as _classify
+
+    classify_braggvectors = functools.partial(_classify, phases=None)
 
     for shape in [(1, 7), (7, 1), (1, 1)]:
         n = shape[0] * shape[1]
@@ -279,7 +292,9 @@ def test_classify_odd_scans_and_nan_vectors(net, caplog):
 
 
 def test_same_input_same_maps_and_thread_count_only_rounds(net):
-    from py4dstem_gnn.classify import classify_braggvectors
+    from py4dstem_gnn.classify import classify_braggvectors as _classify
+
+    classify_braggvectors = functools.partial(_classify, phases=None)
     from py4dstem_gnn.data.synthetic import random_braggvectors
 
     bv = random_braggvectors((6, 7), spots=(3, 40), seed=4)

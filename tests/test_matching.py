@@ -223,3 +223,20 @@ def test_exported_orientation_reproduces_the_pattern(bank):
     xmap = to_crystal_map(maps)
     assert xmap.phases.size >= 1 and "O2Ti" in xmap.phases.names[0]
     del orix
+
+
+def test_phase_maps_save_and_read_back(au_scan_bv, tmp_path):
+    """The phase table and lattices travel in the metadata: py4DSTEM.read alone gets them back."""
+    import py4DSTEM
+
+    import py4dstem_gnn as pg
+    from py4dstem_gnn.interop import orientation_matrices
+
+    maps = pg.classify_braggvectors(au_scan_bv, phases=[_structures()["Au"]], progress=False, confidence_threshold=0)
+    path = tmp_path / "maps.h5"
+    py4DSTEM.save(str(path), maps, mode="o")
+    back = py4DSTEM.read(str(path))
+    assert pg.phase_table(back) == pg.phase_table(maps)
+    np.testing.assert_array_equal(back.get_slice("phase").data, maps.get_slice("phase").data)
+    a, b = orientation_matrices(maps), orientation_matrices(back)
+    np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], atol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +21,9 @@ from py4dstem_gnn.predict import (
 from py4dstem_gnn.labels import SG_TO_CS
 from py4dstem_gnn.model import ModelOutput
 from py4dstem_gnn.toy import tiny_model
+
+# these tests exercise the network stage: the match stage (phases='pool' by default) is tested in test_matching.py
+predict_pointlists = functools.partial(predict_pointlists, phases=None)
 
 
 

@@ -28,7 +28,7 @@ def test_default_weights_give_the_recorded_prediction():
     """A fixed pattern (stored beside its expected output) is classified as when the weights shipped."""
     expected = json.loads(EXPECTED.read_text())
     pointlists = [np.asarray(p, dtype=np.float32) for p in expected["pointlists"]]
-    pred = pg.predict_pointlists(pointlists, model="default", device="cpu")
+    pred = pg.predict_pointlists(pointlists, model="default", device="cpu", phases=None)
     np.testing.assert_array_equal(pred.crystal_system, expected["crystal_system"])
     np.testing.assert_array_equal(pred.space_group, expected["space_group"])
     np.testing.assert_allclose(pred.crystal_system_probs, expected["crystal_system_probs"], atol=1e-4)
@@ -40,7 +40,7 @@ def _write_expected() -> None:  # pragma: no cover - run by hand when new weight
     ps = PatternSet.from_hdf5(Path(__file__).parents[1] / "data" / "bloch_test.h5")
     idx = [0, 1, 2, 3, 10, 20]
     pointlists = [ps.pointlists[i] for i in idx]
-    pred = pg.predict_pointlists(pointlists, model="default", device="cpu")
+    pred = pg.predict_pointlists(pointlists, model="default", device="cpu", phases=None)
     EXPECTED.write_text(json.dumps({
         "source": "data/bloch_test.h5 patterns " + ", ".join(map(str, idx)),
         "pointlists": [p.tolist() for p in pointlists],
