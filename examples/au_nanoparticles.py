@@ -69,6 +69,7 @@ def run_example(
     seed: int = 0,
     progress: bool = True,
     phases: Any = "pool",
+    elements: Any = ("Au",),
 ) -> dict[str, Any]:
     """Simulate, detect, calibrate, classify, plot and save.
 
@@ -89,6 +90,9 @@ def run_example(
         Noise seed.
     progress : bool
         Progress bars.
+    elements : sequence of str or None
+        The element filter of the match stage (what an EDS spectrum of the sample says: Au); ``None``
+        searches the whole pool.
     phases : "pool", None or a list of structures
         What the match stage compares the patterns with (``classify_braggvectors(phases=...)``);
         ``"pool"`` falls back to the network alone (``None``) when no template bank is installed.
@@ -136,7 +140,8 @@ def run_example(
 
     with _Stage("classify", times):
         try:
-            maps = classify_braggvectors(bv, model=net, device=device, progress=progress, phases=phases)
+            maps = classify_braggvectors(bv, model=net, device=device, progress=progress, phases=phases,
+                                         elements=list(elements) if (elements and phases is not None) else None)
         except FileNotFoundError as err:  # the model is loaded already: this is the template bank
             if phases != "pool":
                 raise
@@ -247,13 +252,18 @@ def main(argv: list[str] | None = None) -> int:
         "--phases", choices=("pool", "none"), default="pool",
         help="match against the shipped bank of known structures (pool, the default) or not (none: the network alone)",
     )
+    parser.add_argument(
+        "--elements", nargs="*", default=["Au"],
+        help="element filter of the match stage (default: Au, what EDS of the particles says); give none "
+             "(--elements with no names) to search the whole pool",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         result = run_example(
             args.output_dir, model=args.model, scan_shape=tuple(args.scan), qshape=tuple(args.detector),
             device=args.device, seed=args.seed, progress=not args.no_progress,
-            phases=None if args.phases == "none" else "pool",
+            phases=None if args.phases == "none" else "pool", elements=args.elements or None,
         )
     except FileNotFoundError as err:
         logger.error("cannot load the model: %s", err)

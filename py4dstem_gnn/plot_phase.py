@@ -243,9 +243,30 @@ def _draw_scores(fig: Any, ax: Any, score: np.ndarray, matched: np.ndarray) -> N
     hide_ticks(ax)
 
 
-def _draw_zone_axes(ax: Any, uvw: np.ndarray, matched: np.ndarray, n_named: int = 8) -> None:
+def zone_axis_families(uvw: np.ndarray, cubic: np.ndarray) -> np.ndarray:
+    """Zone axes as families: ``[uvw]`` and ``[-u-v-w]`` give the same zero-order pattern (one
+    representative, first non-zero index positive); cubic phases' axes as ``<uvw>`` (sorted |indices|).
+
+    Parameters
+    ----------
+    uvw : numpy.ndarray
+        (n, 3) int axes.
+    cubic : numpy.ndarray
+        (n,) bool: the phase is cubic (permutations and sign changes of the indices are equivalent).
+    """
+    uvw = np.asarray(uvw, int)
+    first = np.take_along_axis(uvw, np.argmax(uvw != 0, axis=1)[:, None], axis=1)
+    out = uvw * np.where(first < 0, -1, 1)
+    srt = -np.sort(-np.abs(uvw), axis=1)
+    return np.where(np.asarray(cubic, bool)[:, None], srt, out)
+
+
+def _draw_zone_axes(ax: Any, uvw: np.ndarray, matched: np.ndarray, n_named: int = 8,
+                    cubic: np.ndarray | None = None) -> None:
     ok = matched & np.all(np.isfinite(uvw), axis=0)
     keys = np.round(uvw[:, ok]).astype(int).T
+    if cubic is not None:
+        keys = zone_axis_families(keys, cubic[ok])
     n_ok = int(ok.sum())
     index = np.zeros(matched.shape, int)
     named: list[tuple[tuple[int, int, int], int]] = []
@@ -259,7 +280,7 @@ def _draw_zone_axes(ax: Any, uvw: np.ndarray, matched: np.ndarray, n_named: int 
         index[ok] = flat
     colours = [INVALID_COLOUR, OTHER_COLOUR, *ZONE_AXIS_COLOURS[: len(named)]]
     ax.imshow(index, cmap=ListedColormap(colours), vmin=-0.5, vmax=len(colours) - 0.5, interpolation="nearest")
-    ax.set_title("Zone axis [uvw]\nof the matched phase")
+    ax.set_title("Zone axis of the matched phase\n(cubic: <uvw> families)")
     hide_ticks(ax)
     handles = [Patch(color=ZONE_AXIS_COLOURS[i], label=f"{_axis_label(a)}  {percent(k / n_ok, 0)}")
                for i, (a, k) in enumerate(named)]
@@ -359,7 +380,9 @@ def phase_map_figure(
         if zone_axes:
             ax = slots.pop(0)
             uvw = np.stack([np.asarray(get_slice(maps, f"zone_axis_{c}"), float) for c in "uvw"])
-            _draw_zone_axes(ax, uvw, matched)
+            cs_of = np.array([_crystal_system(r) if _crystal_system(r) is not None else -1 for r in table] or [-1])
+            cubic = np.where(matched, cs_of[np.clip(phase, 0, len(cs_of) - 1)] == 6, False)
+            _draw_zone_axes(ax, uvw, matched, cubic=cubic)
             axes.append(ax)
             maps_axes.append(ax)
         for ax, letter in zip(axes, "abcd"):

@@ -112,8 +112,8 @@ class MatchConfig:
     ratio_tolerance: float = 0.03
     angle_tolerance_deg: float = 2.5
     metric_tolerance: float = 0.05
-    metric_weight: float = 0.3
-    scale_weight: float = 0.5
+    metric_weight: float = 0.15
+    scale_weight: float = 0.15
     scale_centre: float = 1.0
     power: float = 0.25
     n_measured: int = 40
@@ -232,7 +232,7 @@ def _measured_grids(pointlists_geometry: PatternGeometry, pointlists: Sequence[n
 
 def _padded_templates(bank: TemplateBank) -> tuple[np.ndarray, np.ndarray]:
     """(T, S, 2) int16 indices and (T, S) float32 values of every row, zero-padded (cached on the bank)."""
-    cached = bank.meta.get("_padded")
+    cached = bank.cache.get("padded")
     if cached is not None:
         return cached
     counts = np.diff(bank.offsets)
@@ -244,7 +244,7 @@ def _padded_templates(bank: TemplateBank) -> tuple[np.ndarray, np.ndarray]:
     col = np.arange(len(bank.value)) - np.repeat(bank.offsets[:-1], counts)
     hk[row, col] = bank.hk
     val[row, col] = bank.value.astype(np.float32) / 255.0
-    bank.meta["_padded"] = (hk, val)
+    bank.cache["padded"] = (hk, val)
     return hk, val
 
 
@@ -291,14 +291,16 @@ def match_patterns(
         return res
     scales = np.array([np.log1p(cfg.scale_tolerance), cfg.ratio_tolerance, cfg.angle_tolerance_deg])
     tree_key = ("tree", tuple(scales.tolist()))
-    tree = bank.meta.get(tree_key)
+    tree = bank.cache.get(tree_key)
     if tree is None:
         from scipy.spatial import cKDTree
 
         tree = cKDTree(bank.keys() / scales, balanced_tree=False, compact_nodes=False)
-        bank.meta[tree_key] = tree
+        bank.cache[tree_key] = tree
     hk_pad, val_pad = _padded_templates(bank)
-    bank_keys = bank.keys()
+    bank_keys = bank.cache.get("keys")
+    if bank_keys is None:
+        bank_keys = bank.cache["keys"] = bank.keys()
     res.basis = np.zeros((n, k, 2, 2), np.float32)
     view = _NetView.of(geo)
     chunks = [usable[s:s + cfg.chunk_size] for s in range(0, len(usable), cfg.chunk_size)]
