@@ -97,9 +97,10 @@ def interval(values, groups, boot):
     return f"{100 * iv.mean:.1f} [{100 * iv.low:.1f}, {100 * iv.high:.1f}]"
 
 
-def right_material(pred, m, bank, material, manifest, formula=None, sg=None):
-    """The named (or, for the match alone, best) phase is the pattern's material (same formula and space group)."""
-    ph = np.where(pred.phase >= 0, pred.phase, -1) if pred.phase is not None else m.phase[:, 0]
+def right_material(pred, m, bank, material, manifest, formula=None, sg=None, named_only=False):
+    """The match's best phase (or, with ``named_only``, the phase the decision names) is the pattern's
+    material (same reduced formula and space group)."""
+    ph = np.where(pred.phase >= 0, pred.phase, -1) if named_only else m.phase[:, 0]
     has = ph >= 0
     f_true = np.asarray(manifest["formula"])[np.clip(material, 0, None)] if formula is None else np.asarray(formula)
     s_true = np.asarray(manifest["space_group"])[np.clip(material, 0, None)] if sg is None else np.asarray(sg)
@@ -162,9 +163,9 @@ def main(argv=None) -> int:
                  "family (right material and the matched template's axis is symmetry-equivalent to the true one: same "
                  "net and intensities), by protocol. `match` = the match stage alone, `hybrid` = the shipped decision; "
                  "the network column is the network alone (split models under `unseen-*`).\n")
-    lines.append("| set | protocol | n (groups) | network CS | match CS | hybrid CS | hybrid SG | hybrid right material | "
-                 "hybrid phase named | network share run |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("| set | protocol | n (groups) | network CS | match CS | hybrid CS | hybrid SG | best match = right material | "
+                 "phase named (share) | named and right | network share run |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for (sname, prot), (preds, m, b) in per.items():
         ps = sets[sname]
         col = PROTOCOL_COLUMN.get(prot)
@@ -175,20 +176,23 @@ def main(argv=None) -> int:
         cs = ps.crystal_system.astype(np.int64)[sel]
         sg = ps.space_group.astype(np.int64)[sel]
         rm = right_material(preds["hybrid"], m, b, ps.material, manifest)[sel]
+        rn = right_material(preds["hybrid"], m, b, ps.material, manifest, named_only=True)[sel]
         row = [sname, prot, f"{int(sel.sum())} ({len(np.unique(g))})"]
         for name in ("network", "match", "hybrid"):
             row.append(interval(preds[name].crystal_system[sel] == cs, g, args.boot))
         row.append(interval(preds["hybrid"].space_group[sel] == sg, g, args.boot))
         row.append(interval(rm, g, args.boot) if prot == "known" else "—")
         row.append(f"{100 * np.mean(preds['hybrid'].phase[sel] >= 0):.1f}")
+        named = preds["hybrid"].phase[sel] >= 0
+        row.append(f"{100 * rn[named].mean():.1f} of {int(named.sum())}" if prot == "known" and named.any() else "—")
         row.append(f"{100 * timing[(sname, prot)]['network_share']:.1f}")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("\nUnder `unseen-*` no bank phase is the right material; a named phase there is the nearest "
                  "isostructural analogue, and the `hybrid` CS column says what it is worth.\n")
     # ------------------------------------------------------------ cells from outside the pool
     lines.append("## Cells from outside the pool (zone axes, Bloch-wave, one pattern)\n")
-    lines.append("| set | bank | n (groups) | network CS | match CS | hybrid CS | hybrid SG | right material (formula + SG) | phase named |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("| set | bank | n (groups) | network CS | match CS | hybrid CS | hybrid SG | best match = right material (formula + SG) | phase named | named and right |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for path, label in ((args.experimental, "experimental lattice constants"), (args.perturbed, "pool cells, DFT-like errors")):
         if not (ROOT / path).exists():
             continue
@@ -207,18 +211,22 @@ def main(argv=None) -> int:
             elements = list(formula)
         preds, m, _ = predictions(spots, bank, nets["known"], params)
         rm = right_material(preds["hybrid"], m, bank, ps.material, manifest, formula, sg)
+        rn = right_material(preds["hybrid"], m, bank, ps.material, manifest, formula, sg, named_only=True)
+        nm = preds["hybrid"].phase >= 0
         lines.append(f"| {label} | whole pool | {len(ps)} ({len(np.unique(g))}) | "
                      f"{interval(preds['network'].crystal_system == cs, g, args.boot)} | "
                      f"{interval(preds['match'].crystal_system == cs, g, args.boot)} | "
                      f"{interval(preds['hybrid'].crystal_system == cs, g, args.boot)} | "
                      f"{interval(preds['hybrid'].space_group == sg, g, args.boot)} | {interval(rm, g, args.boot)} | "
-                     f"{100 * np.mean(preds['hybrid'].phase >= 0):.1f} |")
+                     f"{100 * np.mean(preds['hybrid'].phase >= 0):.1f} | "
+                     f"{(f'{100 * rn[nm].mean():.1f} of {int(nm.sum())}') if nm.any() else '—'} |")
         # element filter: each structure's own elements (what EDS tells)
         from py4dstem_gnn.matching.bank import formula_elements
 
         hyb_cs = np.zeros(len(ps), bool)
         hyb_sg = np.zeros(len(ps), bool)
         rmat = np.zeros(len(ps), bool)
+        rnamed = np.zeros(len(ps), bool)
         named = np.zeros(len(ps), bool)
         keys = [tuple(sorted(formula_elements(e))) for e in elements]
         for key in sorted(set(keys)):
@@ -233,10 +241,11 @@ def main(argv=None) -> int:
             hyb_cs[rows] = p2["hybrid"].crystal_system == cs[rows]
             hyb_sg[rows] = p2["hybrid"].space_group == sg[rows]
             rmat[rows] = right_material(p2["hybrid"], m2, b, ps.material[rows], manifest, formula[rows], sg[rows])
+            rnamed[rows] = right_material(p2["hybrid"], m2, b, ps.material[rows], manifest, formula[rows], sg[rows], True)
             named[rows] = p2["hybrid"].phase >= 0
         lines.append(f"| {label} | element filter | {len(ps)} ({len(np.unique(g))}) | — | — | "
                      f"{interval(hyb_cs, g, args.boot)} | {interval(hyb_sg, g, args.boot)} | {interval(rmat, g, args.boot)} | "
-                     f"{100 * named.mean():.1f} |")
+                     f"{100 * named.mean():.1f} | {(f'{100 * rnamed[named].mean():.1f} of {int(named.sum())}') if named.any() else '—'} |")
     # ------------------------------------------------------------ bank-size curve
     if not args.quick:
         lines.append("\n## Bank size (known zone axes, pool cells, one pattern)\n")
