@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     bank = load_bank("pool")
     params = load_decision_params()
     nets = {p: load_model(w, device="cpu").eval() for p, w in PROTOCOL_WEIGHTS.items()}
-    lines = [f"# Phase identification against known structures\n",
+    lines = ["# Phase identification against known structures\n",
              f"Command: `python {' '.join(sys.argv)}`  \nBank: {bank.n_phases} phases, {len(bank)} templates. "
              f"Decision: `weights/decision.json` (fitted on validation sets only). Intervals: 95 %, {args.boot} "
              "bootstrap replicates over material groups. CS = crystal system, SG = space group.\n"]

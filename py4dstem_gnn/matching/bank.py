@@ -105,6 +105,8 @@ class TemplateBank:
     value: np.ndarray
     meta: dict = field(default_factory=dict)
     _tree: Any = field(default=None, repr=False, compare=False)
+    #: search structures built from this bank's arrays (KD-trees, padded templates); never copied
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ sizes and tables
     @property
