@@ -24,7 +24,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..decide import DecisionParams, decide
-from ..labels import SG_TO_CS
 
 __all__ = ["perturb_patterns", "fit_decision"]
 
@@ -97,7 +96,7 @@ def fit_decision(conditions: dict[str, dict[str, Any]], goal: float = 0.9,
     sc, ok = [], []
     for c in conditions.values():
         m = c["match"]
-        dec = decide(m, None if False else c["cs_probs"], c["sg_probs"], params, c["phase_cs"],
+        dec = decide(m, c["cs_probs"], c["sg_probs"], params, c["phase_cs"],
                      network_ran=np.zeros(len(c["cs"]), bool), space_group_of_phase=c["phase_sg"])
         sc.append(np.nan_to_num(m.score[:, 0].astype(np.float64), neginf=-1.0))
         ok.append(dec.crystal_system == c["cs"])
@@ -145,8 +144,3 @@ def _lowest_threshold(score: np.ndarray, ok: np.ndarray, goal: float, min_count:
     if len(good) == 0:
         return default
     return float(s[good[-1]])
-
-
-def sg_to_cs(sg: np.ndarray) -> np.ndarray:
-    """Crystal system of space groups 1..230."""
-    return SG_TO_CS[np.asarray(sg) - 1]

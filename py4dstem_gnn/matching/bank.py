@@ -104,7 +104,6 @@ class TemplateBank:
     hk: np.ndarray
     value: np.ndarray
     meta: dict = field(default_factory=dict)
-    _tree: Any = field(default=None, repr=False, compare=False)
     #: search structures built from this bank's arrays (KD-trees, padded templates); never copied
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -230,15 +229,7 @@ class TemplateBank:
             meta = json.loads(str(z["meta_json"])) if "meta_json" in z else {}
         return cls(meta=meta, **kw)
 
-    # ------------------------------------------------------------------ search structure
-    def tree(self) -> Any:
-        """KD-tree over the rows' ``(log a*, log b*/a*, gamma*)`` (built once, lazily)."""
-        if self._tree is None:
-            from scipy.spatial import cKDTree
-
-            self._tree = cKDTree(self.keys(), balanced_tree=False, compact_nodes=False)
-        return self._tree
-
+    # ------------------------------------------------------------------ search keys
     def keys(self) -> np.ndarray:
         """(T, 3) float64 ``log a*``, ``log(b*/a*)``, ``gamma*`` (degrees) of every row."""
         a = self.a.astype(np.float64)

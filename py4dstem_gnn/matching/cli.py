@@ -42,7 +42,6 @@ def decision_conditions(patterns: Any, bank: Any, net: Any, seed: int = 0) -> di
     from ..predict import _predict_spot_lists, resolve_device
     from ..features import split_direct_beam
     from .matcher import match_patterns
-    from .phases import formula_elements  # noqa: F401 - keeps the import graph explicit
     from ..confidence.decision_fit import perturb_patterns
 
     manifest = load_manifest()

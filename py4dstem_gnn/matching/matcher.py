@@ -290,17 +290,17 @@ def match_patterns(
     if len(usable) == 0:
         return res
     scales = np.array([np.log1p(cfg.scale_tolerance), cfg.ratio_tolerance, cfg.angle_tolerance_deg])
+    bank_keys = bank.cache.get("keys")
+    if bank_keys is None:
+        bank_keys = bank.cache["keys"] = bank.keys()
     tree_key = ("tree", tuple(scales.tolist()))
     tree = bank.cache.get(tree_key)
     if tree is None:
         from scipy.spatial import cKDTree
 
-        tree = cKDTree(bank.keys() / scales, balanced_tree=False, compact_nodes=False)
+        tree = cKDTree(bank_keys / scales, balanced_tree=False, compact_nodes=False)
         bank.cache[tree_key] = tree
     hk_pad, val_pad = _padded_templates(bank)
-    bank_keys = bank.cache.get("keys")
-    if bank_keys is None:
-        bank_keys = bank.cache["keys"] = bank.keys()
     res.basis = np.zeros((n, k, 2, 2), np.float32)
     view = _NetView.of(geo)
     chunks = [usable[s:s + cfg.chunk_size] for s in range(0, len(usable), cfg.chunk_size)]
@@ -361,7 +361,6 @@ class _NetView:
         Ninv = np.stack([np.stack([N[:, 1, 1], -N[:, 0, 1]], -1), np.stack([-N[:, 1, 0], N[:, 0, 0]], -1)], 1) / det[:, None, None]
         C = np.rint(np.einsum("mij,mjk->mik", old, Ninv)).astype(np.int64)  # old index -> new index
         a[rows], b[rows] = na, nb
-        counts = np.diff(self.offsets)
         for r, i in enumerate(rows):
             s, e = self.offsets[i], self.offsets[i + 1]
             if e > s:
@@ -369,7 +368,6 @@ class _NetView:
         a_len, b_len = np.hypot(a[:, 0], a[:, 1]), np.hypot(b[:, 0], b[:, 1])
         cosg = np.einsum("ij,ij->i", a, b) / np.maximum(a_len * b_len, _TINY)
         gamma = np.where(self.found, np.degrees(np.arccos(np.clip(cosg, -1, 1))), 0.0)
-        del counts
         return _NetView(self.found & (a_len > _TINY), a, b, a_len, b_len, gamma, hk, self.on_net, self.is_beam, self.offsets)
 
 

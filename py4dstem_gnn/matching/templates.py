@@ -178,14 +178,6 @@ def _zolz_integer_basis_cached(p: tuple) -> np.ndarray:
     return _zolz_integer_basis(np.array(p, np.int64))
 
 
-def _primitive_direction(uvw: np.ndarray, conv_map: np.ndarray) -> np.ndarray:
-    """Integer primitive-cell indices (gcd 1) of a conventional direction."""
-    prim = np.asarray(uvw, dtype=np.float64) @ np.asarray(conv_map, dtype=np.float64)
-    p = np.rint(prim * 6).astype(np.int64)  # centring maps have entries in multiples of 1/2, 1/3
-    g = int(np.gcd.reduce(np.abs(p)))
-    return p // max(g, 1)
-
-
 def _inv2(T: np.ndarray) -> np.ndarray:
     """Inverse of (..., 2, 2) matrices (explicit: no LAPACK call per template)."""
     det = T[..., 0, 0] * T[..., 1, 1] - T[..., 0, 1] * T[..., 1, 0]
@@ -342,11 +334,6 @@ def _make(uvw, T: np.ndarray, hk: np.ndarray, w: np.ndarray, kind: int, t_len: f
     return Template(uvw=np.asarray(uvw, np.int64), a=a, b=b, gamma_deg=float(np.degrees(np.arccos(np.clip(cosg, -1, 1)))),
                     phi=float(np.arctan2(T[0, 1], T[0, 0])), hand=1 if cross >= 0 else -1, hk=hk, value=value,
                     kind=kind, t_len=float(t_len))
-
-
-def _signature(t: Template) -> tuple:
-    codes = tuple(sorted(np.rint(t.value * 63).astype(int).tolist()))
-    return (round(t.a, 3), round(t.b / t.a, 3), round(t.gamma_deg, 1), codes)
 
 
 def templates_to_rows(templates: Sequence[Template]) -> dict[str, np.ndarray]:
