@@ -219,3 +219,17 @@ def test_readme_lists_the_commands_of_help():
     section = readme[start : readme.index("\n## ", start)]
     listed = set(re.findall(r"^\| `([a-z-]+)` \|", section, flags=re.M))
     assert listed == set(COMMANDS), listed ^ set(COMMANDS)
+
+
+def test_train_augment_accepts_detector_presets_and_names_the_choices(capsys):
+    import argparse
+
+    from py4dstem_gnn.training.cli import configure_parser
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args(["--library", "lib", "--augment", "detected:hybrid256"])
+    assert args.augment == "detected:hybrid256"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--library", "lib", "--augment", "detected:nope"])
+    assert "hybrid128_lowdose" in capsys.readouterr().err

@@ -33,6 +33,17 @@ PROTOCOL_SPLITS: dict[str, tuple[str, str | tuple[str, ...], str]] = {
 }
 
 
+def _augment_preset(name: str) -> str:
+    """argparse type of ``--augment``: the name if :meth:`AugmentConfig.preset` knows it."""
+    from ..data.augment import AugmentConfig
+
+    try:
+        AugmentConfig.preset(name)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``py4dstem-gnn train``."""
     d = TrainConfig()
@@ -73,8 +84,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stored-fraction", type=float, default=0.5, help="share of --stored-train patterns in a batch")
     parser.add_argument("--follow-library", action="store_true", help="pick up library shards written while training runs")
     parser.add_argument("--no-augment", action="store_true", help="switch the realism augmentations off")
-    parser.add_argument("--augment", choices=["calibrated", "uncalibrated", "legacy"], default="calibrated",
-                        help="augmentation preset (py4dstem_gnn.data.augment.AugmentConfig; default: calibrated)")
+    parser.add_argument("--augment", type=_augment_preset, default="calibrated",
+                        help="augmentation preset (py4dstem_gnn.data.augment.AugmentConfig.preset): calibrated "
+                             "(default), uncalibrated, legacy, or detected:<detector preset> (fitted to what "
+                             "find_Bragg_disks does on hybrid128_lowdose, hybrid256 or cmos512_highdose)")
     parser.add_argument("--protocol", choices=list(PROTOCOL_SPLITS), default="known",
                         help="which materials train: known = the whole pool (shipped weights), unseen-material / "
                              "unseen-type = the training side of that split, legacy = the old group split")
