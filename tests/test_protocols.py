@@ -237,7 +237,7 @@ def test_cli_end_to_end_with_tiny_model_and_forest(tmp_path, monkeypatch, capsys
     assert payload["corruption"]["preset"] == "training"
     assert f"unseen-type: {w_type}" in payload["info"]["network per protocol"]
     assert "unseen-material: " + str(w_all) in payload["info"]["network per protocol"]
-    assert "| unseen-type | random | corrupted | network |" in md and "network − forest" in md
+    assert "| unseen-type | random | clean+corrupted | network |" in md and "network − forest" in md
     # one report: selective prediction for every classifier with a confidence, and the detail section
     assert set(payload["selective"]["classifiers"]) == {"network", "forest"}
     assert "## Selective prediction (forest)" in md and (out / "risk_coverage_forest_known.png").is_file()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..labels import CRYSTAL_SYSTEMS
+from .protocols import CLEAN, condition_name
 
 __all__ = ["render_report", "render_protocols_markdown", "render_selective_markdown", "render_detail_markdown"]
 
@@ -27,6 +28,18 @@ def _pct(iv: Mapping[str, Any] | None, scale: float = 100.0, digits: int = 1, si
 
 def _fmt(iv: Mapping[str, Any] | None, signed: bool = False) -> str:
     return _pct(iv, signed=signed)
+
+
+def _input(row: Mapping[str, Any]) -> str:
+    """The input column of a cell: ``clean``, ``detected:<preset>``, ``...+corrupted`` (older payloads: clean)."""
+    return condition_name(row.get("input", CLEAN), row.get("corruption", "clean"))
+
+
+#: What the input column means (printed under every accuracy table).
+INPUTS_NOTE = ("Input: `clean` = the simulator's spot lists; `detected:<preset>` = the same patterns rendered on that "
+               "detector preset (`py4dstem_gnn.data.detector`) and found by py4DSTEM's `find_Bragg_disks`; "
+               "`+corrupted` = the seeded experiment-like corruption (`AugmentConfig`) of that input. Regime: "
+               "`zone_axis` = low-index zone axes, `random` = orientations uniform over SO(3).")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int = 1) -> list[str]:
@@ -76,30 +89,38 @@ def render_protocols_markdown(results: Mapping[str, Any], title: str | None = No
         "material groups (materials sharing a prototype or a formula and space group). "
         f"'k views': {st['views']} ({st['n_draws']} draws). `known` scores "
         f"{'every pattern' if st['known'] == 'all' else 'the split_material test materials'}; "
-        "`unseen-material` and `unseen-type` the test materials of `split_material` / `split_type`.", "",
+        "`unseen-material` and `unseen-type` the test materials of `split_material` / `split_type`. "
+        + INPUTS_NOTE, "",
         "## Accuracy", "",
     ]
     stat_cols = ["cs_1", "sg_1"] + [f"{w}_k{k}" for k in ks for w in ("cs", "sg")]
-    head = ["protocol", "regime", "corruption", "classifier", "patterns", "materials", "groups", "views/material",
+    head = ["protocol", "regime", "input", "classifier", "patterns", "materials", "groups", "views/material",
             "CS 1", "SG 1"] + [f"{w} {k} views" for k in ks for w in ("CS", "SG")]
     rows = []
     for c in results["cells"]:
         vpm = c["views_per_material"]
         for name, r in c["classifiers"].items():
-            rows.append([c["protocol"], c["regime"], c["corruption"], name, str(c["n_patterns"]), str(c["n_materials"]),
+            rows.append([c["protocol"], c["regime"], _input(c), name, str(c["n_patterns"]), str(c["n_materials"]),
                          str(c["n_groups"]), f"{vpm['median']:g} ({vpm['min']}–{vpm['max']})"]
                         + [_fmt(r.get(s)) for s in stat_cols])
     lines += _table(head, rows, right_from=4)
     if results["differences"]:
         lines += ["## Differences between classifiers (paired, same patterns and resamples)", ""]
-        rows = [[d["protocol"], d["regime"], d["corruption"], f"{d['a']} − {d['b']}"]
+        rows = [[d["protocol"], d["regime"], _input(d), f"{d['a']} − {d['b']}"]
                 + [_fmt(d.get(s), signed=True) for s in stat_cols] for d in results["differences"]]
-        lines += _table(["protocol", "regime", "corruption", "difference (points)"] + head[8:], rows, right_from=4)
+        lines += _table(["protocol", "regime", "input", "difference (points)"] + head[8:], rows, right_from=4)
     if results["corruption_cost"]:
-        lines += ["## Cost of corruption: clean minus corrupted (paired, points)", ""]
-        rows = [[d["protocol"], d["regime"], d["classifier"]] + [_fmt(d.get(s), signed=True) for s in stat_cols]
-                for d in results["corruption_cost"]]
-        lines += _table(["protocol", "regime", "classifier"] + head[8:], rows, right_from=3)
+        lines += ["## Cost of corruption: input minus its corrupted copy (paired, points)", ""]
+        rows = [[d["protocol"], d["regime"], d.get("input", CLEAN), d["classifier"]]
+                + [_fmt(d.get(s), signed=True) for s in stat_cols] for d in results["corruption_cost"]]
+        lines += _table(["protocol", "regime", "input", "classifier"] + head[8:], rows, right_from=4)
+    if results.get("input_cost"):
+        lines += ["## Cost of the input: clean minus each other input (paired, same material groups resampled, points)",
+                  "", "The same patterns on both inputs (the detected sets keep the clean sets' rows); multi-view draws "
+                  "are seeded alike, so both inputs combine the same views.", ""]
+        rows = [[d["protocol"], d["regime"], f"clean − {d['input']}", d["classifier"]]
+                + [_fmt(d.get(s), signed=True) for s in stat_cols] for d in results["input_cost"]]
+        lines += _table(["protocol", "regime", "inputs", "classifier"] + head[8:], rows, right_from=4)
     k_max = f"k{ks[-1]}" if ks else None
     shown = ["cs_1", "sg_1"] + ([f"cs_{k_max}"] if k_max else [])
     shown_names = ["CS 1", "SG 1"] + ([f"CS {ks[-1]} views"] if k_max else [])
@@ -110,7 +131,7 @@ def render_protocols_markdown(results: Mapping[str, Any], title: str | None = No
             names = list(c["classifiers"])
             if not names:
                 continue
-            lines += [f"### {c['protocol']}, {c['regime']}, {c['corruption']}", ""]
+            lines += [f"### {c['protocol']}, {c['regime']}, {_input(c)}", ""]
             head = [label.replace("_", " "), "patterns", "groups"] + [f"{n}: {s}" for n in names for s in shown_names]
             rows = []
             ref = c["classifiers"][names[0]][key]
@@ -165,13 +186,13 @@ def render_selective_markdown(results: Mapping[str, Any], classifier: str = "net
         rows.append([p["protocol"], str(p.get("weights") or "–"), c["confidence"], thr + goal,
                      c.get("confidence_fitted_on", "–")])
     lines += _table(["protocol", "weights", "confidence", "default threshold", "confidence calibrated on"], rows, 5)
-    head = ["protocol", "regime", "corruption", "patterns", "groups", "accuracy (all)", "AURC %",
+    head = ["protocol", "regime", "input", "patterns", "groups", "accuracy (all)", "AURC %",
             "labelled %", "accuracy of labelled %", "target"]
     rows = []
     for p in protos:
         for r in p["conditions"]:
             t = r.get("target")
-            rows.append([p["protocol"], r["regime"], r["corruption"], str(r["n"]), str(r["n_groups"]),
+            rows.append([p["protocol"], r["regime"], _input(r), str(r["n"]), str(r["n_groups"]),
                          _pct(r["accuracy"]), _pct(r["aurc"]), _pct(r.get("labelled")),
                          _pct(r.get("selective_accuracy")),
                          "–" if t is None else ("met" if t["met"] else "**missed**") + f" ({t['rule']})"])
@@ -182,7 +203,7 @@ def render_selective_markdown(results: Mapping[str, Any], classifier: str = "net
         lines += [f"![risk–coverage, {p['protocol']}]({p['figure']})", ""]
     comps = [p for p in protos if p.get("score_comparison")]
     if comps:
-        lines += ["### Raw scores compared by AURC (zone-axis patterns, clean and corrupted pooled)", "",
+        lines += ["### Raw scores compared by AURC (zone-axis patterns, every input and corrupted copy pooled)", "",
                   "Same patterns and group resamples for every score of a protocol; 'minus margin' is paired "
                   "(negative = better than the margin). 'calibrated' is the card's confidence.", ""]
         for p in comps:
@@ -227,13 +248,13 @@ def _coverage_markdown(protos: Sequence[Mapping[str, Any]]) -> list[str]:
                       "one of `known` and `unseen-*`.", ""]
     lines += ["Coverage and set sizes with 95 % group-bootstrap intervals; **short** = coverage more than 2 points "
               "below nominal with the nominal level above the interval.", ""]
-    head = ["protocol", "regime", "corruption", "patterns", "groups", "nominal %", "CS coverage %", "CS mean set size",
+    head = ["protocol", "regime", "input", "patterns", "groups", "nominal %", "CS coverage %", "CS mean set size",
             "SG coverage %", "SG mean set size", "flag"]
     rows = []
     for p in with_sets:
         for r in p["coverage"]:
             nominal = f"{100 * r['nominal']:.1f}" + (" (card default)" if r["default_level"] else "")
-            rows.append([p["protocol"], r["regime"], r["corruption"], str(r["n"]), str(r["n_groups"]), nominal,
+            rows.append([p["protocol"], r["regime"], _input(r), str(r["n"]), str(r["n_groups"]), nominal,
                          _pct(r["coverage"]), _pct(r["mean_set_size"], 1.0, 2), _pct(r["sg_coverage"]),
                          _pct(r["sg_mean_set_size"], 1.0, 1), "**short**" if r["below_nominal"] else "ok"])
     return lines + _table(head, rows, 3)

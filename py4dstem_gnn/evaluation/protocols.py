@@ -1,15 +1,17 @@
-"""Accuracy per evaluation protocol, orientation regime and corruption, with group-bootstrap intervals.
+"""Accuracy per evaluation protocol, orientation regime and input, with group-bootstrap intervals.
 
 The three protocols (``docs/design.md``) are scored on one set of held-out patterns, each
-pattern tagged with its material, its regime (0 zone axis, 1 random orientation) and whether it
-is the clean or the corrupted copy:
+pattern tagged with its material, its regime (0 zone axis, 1 random orientation), its input
+(``"clean"``: the simulator's spot lists; ``"detected:<preset>"``: rendered on that detector preset
+and found by py4DSTEM's ``find_Bragg_disks``; any other name) and whether it is the corrupted copy
+(the seeded ``AugmentConfig`` corruption):
 
 * ``known``: every pattern (by default; the materials may be in the training pool, the
   orientations are fresh);
 * ``unseen-material``: patterns of materials with ``split_material == "test"``;
 * ``unseen-type``: patterns of materials with ``split_type == "test"``.
 
-For each protocol x regime x corruption and each classifier (the network, the random forest,
+For each protocol x regime x input x corruption and each classifier (the network, the random forest,
 the gradient-boosting reference, any name -> prediction), :func:`evaluate_protocols` gives the
 crystal-system (CS) and space-group (SG) accuracy from one pattern and after combining ``k``
 patterns (views) of each material (seeded draws, :func:`~py4dstem_gnn.evaluation.metrics.draw_views`,
@@ -17,8 +19,9 @@ probabilities combined by :func:`~py4dstem_gnn.evaluation.metrics.aggregate_prob
 by :func:`~py4dstem_gnn.evaluation.metrics.consistent_argmax`), each with a percentile interval
 that resamples whole material groups (manifest column ``group``;
 :mod:`py4dstem_gnn.evaluation.bootstrap`). One set of group resamples serves a protocol x regime,
-so that differences -- network minus each baseline, clean minus corrupted -- get paired
-intervals. Tables per crystal system and per group size (materials of the group in the whole
+so that differences -- network minus each baseline, clean minus corrupted, clean minus detected
+(:data:`CLEAN` input minus each other input; the view draws are seeded alike, so sets whose rows are
+the same patterns get the same views) -- get paired intervals. Tables per crystal system and per group size (materials of the group in the whole
 pool, bins :data:`GROUP_SIZE_BINS`) come with it; the returned dict is JSON-serialisable
 (``nan`` -> ``None``) and :mod:`py4dstem_gnn.evaluation.markdown` renders it.
 
@@ -41,6 +44,7 @@ __all__ = [
     "PROTOCOLS",
     "REGIMES",
     "CORRUPTIONS",
+    "CLEAN",
     "DEFAULT_VIEWS",
     "GROUP_SIZE_BINS",
     "protocol_membership",
@@ -48,6 +52,8 @@ __all__ = [
     "multiview_correct",
     "labels_and_probs",
     "field",
+    "input_labels",
+    "condition_name",
     "per_protocol",
     "jsonable",
 ]
@@ -56,6 +62,9 @@ PROTOCOLS: tuple[str, ...] = ("known", "unseen-material", "unseen-type")
 #: Regime names by code (the ``regime`` array of stored sets: 0 zone axis, 1 random).
 REGIMES: tuple[str, ...] = ("zone_axis", "random")
 CORRUPTIONS: tuple[str, ...] = ("clean", "corrupted")
+#: Input of the simulator's own spot lists (the other inputs are compared with it); detected inputs are
+#: named ``"detected:<preset>"``.
+CLEAN: str = "clean"
 #: Views combined per material (six: the known-protocol target; ten: the paper's).
 DEFAULT_VIEWS: tuple[int, ...] = (6, 10)
 #: Lower edges of the group-size bins (materials of the group in the pool): 1-4, 5-19, >= 20.
@@ -95,6 +104,37 @@ def protocol_membership(material: np.ndarray, manifest: Any, known: str = "all")
     else:
         raise ValueError(f"known must be 'all' or 'material_test', not {known!r}")
     return {p: out[p] for p in PROTOCOLS}
+
+
+def input_labels(inputs: Any, n: int) -> tuple[np.ndarray, list[str]]:
+    """Per-pattern input names and their order (:data:`CLEAN` first, then by first appearance).
+
+    Parameters
+    ----------
+    inputs : str, sequence of str or None
+        One name for every pattern, one per pattern, or None (all :data:`CLEAN`).
+    n : int
+        Number of patterns.
+
+    Returns
+    -------
+    labels : numpy.ndarray of object, shape (n,)
+    order : list of str
+    """
+    if inputs is None or isinstance(inputs, str):
+        labels = np.full(n, CLEAN if inputs is None else inputs, dtype=object)
+    else:
+        labels = np.asarray([str(v) for v in np.asarray(inputs).ravel()], dtype=object)
+        if len(labels) != n:
+            raise ValueError(f"{len(labels)} input labels for {n} patterns")
+    seen = list(dict.fromkeys(labels.tolist()))
+    order = ([CLEAN] if CLEAN in seen else []) + [v for v in seen if v != CLEAN]
+    return labels, order
+
+
+def condition_name(source: str, corruption: str) -> str:
+    """How a report names an input: ``clean``, ``detected:hybrid256``, ``clean+corrupted`` ..."""
+    return source if corruption == CORRUPTIONS[0] else f"{source}+{corruption}"
 
 
 def field(pred: Any, name: str) -> Any:
@@ -140,6 +180,16 @@ def _bin_labels(bins: Sequence[int]) -> list[str]:
     return labels
 
 
+def _paired(reps: Mapping[tuple, tuple], stats: Sequence[str], ci: float, key_a: tuple, key_b: tuple,
+            row: dict[str, Any], n_keys: int) -> dict[str, Any] | None:
+    """``row`` with the paired difference a - b of every statistic both cells have; None when none."""
+    for stat in stats:
+        a, b = reps.get((*key_a, stat)), reps.get((*key_b, stat))
+        if a is not None and b is not None:
+            row[stat] = _interval(a[0] - b[0], a[1] - b[1], ci, a[2], a[3])
+    return row if len(row) > n_keys else None
+
+
 def _interval(mean: float, reps: np.ndarray, ci: float, n: int, ng: int) -> dict[str, Any]:
     return M.percentile_interval(mean, reps, ci, n, ng).as_dict()
 
@@ -182,8 +232,9 @@ def evaluate_protocols(
     seed: int = 0,
     ci: float = 0.95,
     group_size_bins: Sequence[int] = GROUP_SIZE_BINS,
+    inputs: Any = None,
 ) -> dict[str, Any]:
-    """Score classifiers per protocol x regime x corruption (see the module docstring).
+    """Score classifiers per protocol x regime x input x corruption (see the module docstring).
 
     Parameters
     ----------
@@ -217,15 +268,18 @@ def evaluate_protocols(
         Group bootstrap (replicates, seed, coverage); the seed also drives the view draws.
     group_size_bins : sequence of int
         Lower edges of the group-size bins.
+    inputs : str, sequence of str or None
+        Input of every pattern (:func:`input_labels`): ``"clean"`` (default), ``"detected:<preset>"``.
 
     Returns
     -------
     dict
-        ``settings``, ``classifiers`` and ``cells`` (one per protocol x regime x corruption with
-        patterns: counts, views per material, and per classifier ``cs_1``, ``sg_1``,
-        ``cs_k{k}``, ``sg_k{k}`` intervals, ``by_crystal_system``, ``by_group_size``), then
-        ``differences`` (first classifier minus each other, paired) and ``corruption_cost``
-        (clean minus corrupted, paired), all JSON-serialisable.
+        ``settings`` (with ``inputs``), ``classifiers`` and ``cells`` (one per protocol x regime x
+        input x corruption with patterns: ``input``, ``corruption``, counts, views per material, and
+        per classifier ``cs_1``, ``sg_1``, ``cs_k{k}``, ``sg_k{k}`` intervals, ``by_crystal_system``,
+        ``by_group_size``), then ``differences`` (first classifier minus each other, paired),
+        ``corruption_cost`` (clean minus corrupted copy of each input, paired) and ``input_cost``
+        (the clean input minus each other input, uncorrupted, paired), all JSON-serialisable.
     """
     material = np.asarray(material, dtype=np.int64)
     sg_true = np.asarray(space_group, dtype=np.int64)
@@ -234,6 +288,7 @@ def evaluate_protocols(
     n = len(material)
     if not (len(sg_true) == len(regime) == len(corrupted) == n):
         raise ValueError("material, space_group, regime and corrupted must have the same length")
+    source, input_order = input_labels(inputs, n)
     if np.any((sg_true < 1) | (sg_true > 230)):
         raise ValueError("space groups must lie in 1..230")
     cs_true = SG_TO_CS[sg_true - 1]
@@ -261,6 +316,7 @@ def evaluate_protocols(
     cells: list[dict[str, Any]] = []
     differences: list[dict[str, Any]] = []
     costs: list[dict[str, Any]] = []
+    input_costs: list[dict[str, Any]] = []
     views = sorted(set(int(k) for k in k_views))
     for pi, proto in enumerate(PROTOCOLS):
         for ri, reg in enumerate(REGIMES):
@@ -271,9 +327,9 @@ def evaluate_protocols(
             gidx = np.full(n, -1, dtype=np.int64)
             gidx[base] = gidx_base
             W = M.group_resampling_weights(int(gidx_base.max()) + 1, n_boot, np.random.default_rng([seed, pi, ri]))
-            reps: dict[tuple[str, str, str], tuple[float, np.ndarray, int, int]] = {}
-            for corr in CORRUPTIONS:
-                sel = base & (corrupted == (corr == "corrupted"))
+            reps: dict[tuple[str, str, str, str], tuple[float, np.ndarray, int, int]] = {}
+            for src, corr in ((s_, c_) for s_ in input_order for c_ in CORRUPTIONS):
+                sel = base & (source == src) & (corrupted == (corr == "corrupted"))
                 if not sel.any():
                     continue
                 idx = np.flatnonzero(sel)
@@ -287,7 +343,7 @@ def evaluate_protocols(
                 rng = np.random.default_rng([seed, pi, ri, CORRUPTIONS.index(corr)])
                 draws = {k: [M.draw_views(mats, k, rng) for _ in range(n_draws)] for k in views}
                 cell: dict[str, Any] = {
-                    "protocol": proto, "regime": reg, "corruption": corr, "n_patterns": int(len(idx)),
+                    "protocol": proto, "regime": reg, "input": src, "corruption": corr, "n_patterns": int(len(idx)),
                     "n_materials": int(len(umat)), "n_groups": int(len(np.unique(gidx[idx]))),
                     "views_per_material": {"median": float(np.median(mcount)), "min": int(mcount.min()),
                                            "max": int(mcount.max())},
@@ -311,7 +367,7 @@ def evaluate_protocols(
                         for what, ok in (("cs", c_ok), ("sg", s_ok)):
                             stat = f"{what}_{tag}"
                             r = M.ratio_replicates(ok, gi, W)
-                            reps[(corr, name, stat)] = r
+                            reps[(src, corr, name, stat)] = r
                             res[stat] = _interval(r[0], r[1], ci, r[2], r[3])
                             for c in range(N_CRYSTAL_SYSTEMS):
                                 rc = M.ratio_replicates(ok, gi, W, mask=cls == c)
@@ -324,26 +380,28 @@ def evaluate_protocols(
                     cell["classifiers"][name] = res
                 cells.append(cell)
             stats = ["cs_1", "sg_1"] + [f"{w}_k{k}" for k in views for w in ("cs", "sg")]
-            for corr in CORRUPTIONS:
-                for other in names[1:]:
-                    row = {"protocol": proto, "regime": reg, "corruption": corr, "a": names[0], "b": other}
-                    for stat in stats:
-                        a, b = reps.get((corr, names[0], stat)), reps.get((corr, other, stat))
-                        if a is not None and b is not None:
-                            row[stat] = _interval(a[0] - b[0], a[1] - b[1], ci, a[2], a[3])
-                    if len(row) > 5:
-                        differences.append(row)
-            for name in names:
-                row = {"protocol": proto, "regime": reg, "classifier": name}
-                for stat in stats:
-                    a, b = reps.get(("clean", name, stat)), reps.get(("corrupted", name, stat))
-                    if a is not None and b is not None:
-                        row[stat] = _interval(a[0] - b[0], a[1] - b[1], ci, a[2], a[3])
-                if len(row) > 3:
-                    costs.append(row)
+            for src in input_order:
+                for corr in CORRUPTIONS:
+                    for other in names[1:]:
+                        row = _paired(reps, stats, ci, (src, corr, names[0]), (src, corr, other), {
+                            "protocol": proto, "regime": reg, "input": src, "corruption": corr, "a": names[0],
+                            "b": other}, 6)
+                        if row:
+                            differences.append(row)
+                for name in names:
+                    row = _paired(reps, stats, ci, (src, "clean", name), (src, "corrupted", name),
+                                 {"protocol": proto, "regime": reg, "input": src, "classifier": name}, 4)
+                    if row:
+                        costs.append(row)
+            for src in input_order[1:] if input_order[:1] == [CLEAN] else []:
+                for name in names:
+                    row = _paired(reps, stats, ci, (CLEAN, "clean", name), (src, "clean", name),
+                                 {"protocol": proto, "regime": reg, "input": src, "classifier": name}, 4)
+                    if row:
+                        input_costs.append(row)
     out = {
         "settings": {"k_views": views, "n_draws": int(n_draws), "n_boot": int(n_boot), "seed": int(seed),
-                     "ci": float(ci), "group_size_bins": bin_names, "known": known,
+                     "ci": float(ci), "group_size_bins": bin_names, "known": known, "inputs": input_order,
                      "bootstrap": "percentile interval, resampling whole material groups (manifest column group)",
                      "views": "k patterns of one material drawn without replacement; probabilities combined by the "
                      "normalised geometric mean; the accuracy is the mean over materials of the share of draws right"},
@@ -351,6 +409,7 @@ def evaluate_protocols(
         "cells": cells,
         "differences": differences,
         "corruption_cost": costs,
+        "input_cost": input_costs,
     }
     return _jsonable(out)
 

@@ -5,8 +5,9 @@ docstring) on the same tagged patterns and returns one JSON-serialisable dict;
 :func:`write_report` writes it as ``protocols.md`` / ``protocols.json`` with the figures beside
 them. Sections:
 
-* accuracy per protocol x regime x input (clean, corrupted) x classifier, paired differences and
-  the cost of corruption (:func:`~py4dstem_gnn.evaluation.protocols.evaluate_protocols`);
+* accuracy per protocol x regime x input (clean, ``detected:<preset>``, each optionally with its
+  corrupted copy) x classifier, paired differences, the cost of corruption and the cost of the
+  input (clean minus detected) (:func:`~py4dstem_gnn.evaluation.protocols.evaluate_protocols`);
 * selective prediction per classifier and protocol: the risk–coverage curve of its confidence
   (the card's calibrated confidence where the prediction's ``meta`` holds one, the raw margin of the
   probabilities for an uncalibrated network, else the object's own ``confidence``), AURC, the
@@ -36,8 +37,8 @@ from ..confidence.conformal import mask_contains, prediction_sets
 from ..labels import SG_TO_CS
 from . import detail as D
 from .markdown import render_report
-from .protocols import (CORRUPTIONS, DEFAULT_VIEWS, PROTOCOLS, REGIMES, evaluate_protocols, field as _get, jsonable,
-                        per_protocol, protocol_membership)
+from .protocols import (CLEAN, CORRUPTIONS, DEFAULT_VIEWS, PROTOCOLS, REGIMES, condition_name, evaluate_protocols,
+                        field as _get, input_labels, jsonable, per_protocol, protocol_membership)
 from .selective import (compare_scores, coverage_by_condition, risk_coverage_curve, risk_coverage_figure,
                         selective_by_condition)
 
@@ -84,7 +85,8 @@ def evaluate(
         the one the others are compared with.
     patterns : mapping
         ``material`` (manifest rows), ``space_group`` (1..230), ``regime`` (0 zone axis, 1 random)
-        and optionally ``corrupted`` (bool), one entry per pattern.
+        and optionally ``corrupted`` (bool) and ``input`` (``"clean"``, the default, or
+        ``"detected:<preset>"``; one name for all patterns or one per pattern), one entry per pattern.
     manifest : Manifest
         Columns ``group``, ``split_type``, ``split_material``.
     membership, known, k_views, n_draws, n_boot, seed, ci
@@ -94,7 +96,8 @@ def evaluate(
     selective : bool
         Include risk–coverage, abstention and conformal coverage.
     detail : str or None
-        Protocol whose clean patterns get the per-classifier detail; None: no detail.
+        Protocol whose uncorrupted patterns of the first input (clean when present) get the
+        per-classifier detail; None: no detail.
     validation : mapping, optional
         ``space_group`` and name -> prediction on validation patterns (temperature scaling in the
         detail; without it, two-fold cross-fitting over test materials).
@@ -107,9 +110,11 @@ def evaluate(
     sg_true = np.asarray(patterns["space_group"], dtype=np.int64)
     regime = np.asarray(patterns["regime"], dtype=np.int64)
     corrupted = np.asarray(patterns.get("corrupted", np.zeros(len(material), bool)), dtype=bool)
+    source, input_order = input_labels(patterns.get("input"), len(material))
     member = dict(membership) if membership is not None else protocol_membership(material, manifest, known)
     out = evaluate_protocols(classifiers, material, sg_true, regime, corrupted, manifest, membership=member,
-                             known=known, k_views=k_views, n_draws=n_draws, n_boot=n_boot, seed=seed, ci=ci)
+                             known=known, k_views=k_views, n_draws=n_draws, n_boot=n_boot, seed=seed, ci=ci,
+                             inputs=source)
     fig_dir = None if figure_dir is None else Path(figure_dir)
     if fig_dir is not None:
         fig_dir.mkdir(parents=True, exist_ok=True)
@@ -122,13 +127,13 @@ def evaluate(
             "correct": "argmax of the crystal-system probabilities equals the true crystal system"}),
             "classifiers": {}}
         for name, pred in per_protocol(classifiers).items():
-            rows = _selective(name, pred, material, sg_true, regime, corrupted, manifest, member,
+            rows = _selective(name, pred, material, sg_true, regime, corrupted, source, input_order, manifest, member,
                               (weights or {}).get(name), levels, n_boot, seed, ci, fig_dir)
             if rows:
                 out["selective"]["classifiers"][name] = rows
                 out["figures"] += [p["figure"] for p in rows if p.get("figure")]
     if detail is not None and detail in member:
-        sel = np.asarray(member[detail], bool) & ~corrupted
+        sel = np.asarray(member[detail], bool) & ~corrupted & (source == input_order[0])
         preds = {n: p.get(detail) for n, p in per_protocol(classifiers).items()}
         preds = {n: p for n, p in preds.items() if p is not None}
         if sel.any() and preds:
@@ -152,19 +157,22 @@ def write_report(payload: Mapping[str, Any], out_dir: str | Path, title: str,
 
 
 # ----------------------------------------------------------------------------- selective prediction
-def _condition_label(regime: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
+def _condition_label(regime: np.ndarray, corrupted: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """``regime/input/corruption`` of every pattern (input names hold no ``/``)."""
     reg = np.asarray(REGIMES, dtype=object)[np.asarray(regime, dtype=np.int64)]
     cor = np.where(np.asarray(corrupted, dtype=bool), CORRUPTIONS[1], CORRUPTIONS[0])
-    return np.array([f"{r}/{c}" for r, c in zip(reg, cor)], dtype=object)
+    return np.array([f"{r}/{str(s).replace('/', '_')}/{c}" for r, s, c in zip(reg, source, cor)], dtype=object)
 
 
 def _split_condition(row: dict[str, Any]) -> dict[str, Any]:
-    reg, _, corr = row.pop("regime").partition("/")
-    return {"protocol": row.pop("protocol"), "regime": reg, "corruption": corr, **row}
+    reg, src, corr = row.pop("regime").split("/")
+    return {"protocol": row.pop("protocol"), "regime": reg, "input": src, "corruption": corr, **row}
 
 
-def _cell_order(row: Mapping[str, Any]) -> tuple[int, int]:
-    return REGIMES.index(row["regime"]), CORRUPTIONS.index(row["corruption"])
+def _cell_order(row: Mapping[str, Any], input_order: Sequence[str] = (CLEAN,)) -> tuple[int, int, int]:
+    src = row.get("input", CLEAN)
+    order = list(input_order)
+    return REGIMES.index(row["regime"]), order.index(src) if src in order else len(order), CORRUPTIONS.index(row["corruption"])
 
 
 def _target(row: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -222,13 +230,15 @@ def _curve_figure(curves: dict[str, Any], points: dict[str, tuple[float, float]]
 
 
 def _selective(name: str, predictions: Mapping[str, Any], material: np.ndarray, sg_true: np.ndarray,
-               regime: np.ndarray, corrupted: np.ndarray, manifest: Any, membership: Mapping[str, np.ndarray],
+               regime: np.ndarray, corrupted: np.ndarray, source: np.ndarray, input_order: Sequence[str],
+               manifest: Any, membership: Mapping[str, np.ndarray],
                weights: Mapping[str, str] | None, levels: Sequence[float], n_boot: int, seed: int, ci: float,
                figure_dir: Path | None) -> list[dict[str, Any]]:
     """Risk–coverage, abstention at the card's threshold and conformal coverage of one classifier, per protocol."""
     cs_true = SG_TO_CS[sg_true - 1]
     group = np.asarray(manifest["group"])[material]
-    cond = _condition_label(regime, corrupted)
+    cond = _condition_label(regime, corrupted, source)
+    order = [str(s).replace("/", "_") for s in input_order]
     za = regime == 0
     out = []
     for proto in PROTOCOLS:
@@ -249,12 +259,12 @@ def _selective(name: str, predictions: Mapping[str, Any], material: np.ndarray, 
         rows = selective_by_condition(conf[sel], correct[sel], group[sel], 0.0 if threshold is None else threshold,
                                       protocol=np.full(int(sel.sum()), proto, dtype=object), regime=cond[sel],
                                       n_boot=n_boot, seed=seed, ci=ci)
-        rows = sorted((_split_condition(r) for r in rows), key=_cell_order)
+        rows = sorted((_split_condition(r) for r in rows), key=lambda r: _cell_order(r, order))
         curves, points = {}, {}
         for row in rows:
-            s = sel & (cond == f"{row['regime']}/{row['corruption']}")
+            s = sel & (cond == f"{row['regime']}/{row['input']}/{row['corruption']}")
             rc = risk_coverage_curve(conf[s], correct[s])
-            label = f"{row['regime']}, {row['corruption']}"
+            label = f"{row['regime']}, {condition_name(row['input'], row['corruption'])}"
             curves[label] = rc
             row["curve"] = {"coverage": list(CURVE_GRID), "accuracy": [rc.accuracy_at(c) for c in CURVE_GRID]}
             if threshold is None:
@@ -270,11 +280,11 @@ def _selective(name: str, predictions: Mapping[str, Any], material: np.ndarray, 
             extra = {"calibrated": conf[pooled]} if cal is not None else None
             comp = compare_scores(probs[pooled], cs_true[pooled], group[pooled], extra, goal=TARGET_ACCURACY,
                                   n_boot=n_boot, seed=seed, ci=ci)
-            entry["score_comparison"] = {"patterns": "zone_axis, clean and corrupted pooled",
+            entry["score_comparison"] = {"patterns": "zone_axis, every input and corrupted copy pooled",
                                          "rows": [r.as_dict() for r in comp]}
         if conformal is not None and probs is not None:
             entry["coverage"] = _coverage(pred, conformal, levels, sel, cs_true, sg_true, group, cond, proto,
-                                          n_boot, seed, ci)
+                                          n_boot, seed, ci, order)
         if figure_dir is not None and curves:
             # the network keeps the figure names of the earlier protocol reports
             path = figure_dir / (f"risk_coverage_{proto}.png" if name == "network" else f"risk_coverage_{name}_{proto}.png")
@@ -288,7 +298,7 @@ def _selective(name: str, predictions: Mapping[str, Any], material: np.ndarray, 
 
 def _coverage(pred: Any, conformal: Any, levels: Sequence[float], sel: np.ndarray, cs_true: np.ndarray,
               sg_true: np.ndarray, group: np.ndarray, cond: np.ndarray, proto: str, n_boot: int, seed: int,
-              ci: float) -> list[dict[str, Any]]:
+              ci: float, input_order: Sequence[str] = (CLEAN,)) -> list[dict[str, Any]]:
     """Coverage and set size of the conformal sets of one protocol, per level and cell."""
     rows: list[dict[str, Any]] = []
     idx = np.flatnonzero(sel)
@@ -312,4 +322,4 @@ def _coverage(pred: Any, conformal: Any, levels: Sequence[float], sel: np.ndarra
             r["below_nominal"] = bool(c["mean"] < r["nominal"] - _SHORTFALL and c["high"] < r["nominal"])
             r["sg_coverage"], r["sg_mean_set_size"] = s["coverage"], s["mean_set_size"]
             rows.append(r)
-    return sorted(rows, key=lambda r: (r["nominal"], *_cell_order(r)))
+    return sorted(rows, key=lambda r: (r["nominal"], *_cell_order(r, input_order)))
