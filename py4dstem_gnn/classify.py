@@ -11,8 +11,11 @@ The public entry point is :func:`classify_braggvectors`. It
 2. removes the direct beam by position: at every position the spot nearest the
    calibrated origin, if it lies within ``direct_beam_tolerance`` (1/A)
    (:func:`~py4dstem_gnn.braggvectors.remove_direct_beam`);
-3. counts the diffracted spots, runs the model (batched by spot count, see
-   :mod:`py4dstem_gnn.predict`) on the positions with at least ``min_spots``;
+3. counts the diffracted spots; on the positions with at least ``min_spots`` it measures the
+   2D nets once and matches them against the template bank (:func:`~py4dstem_gnn.scan.match_scan`),
+   then runs the network where the match is not decisive and decides
+   (:func:`~py4dstem_gnn.scan.network_scan`: :func:`py4dstem_gnn.network_stage.network_and_decide`,
+   the stage :func:`py4dstem_gnn.predict_pointlists` runs too; the model batched by spot count);
 4. post-processes: positions with fewer than ``min_spots`` diffracted spots or a
    confidence below ``confidence_threshold`` are invalid; a
    ``median_filter`` × ``median_filter`` majority filter over the *valid*
@@ -64,7 +67,7 @@ from .braggvectors import (  # re-exported: the reading stage lives in braggvect
     check_braggvectors,
     remove_direct_beam,
 )
-from .decide import load_decision_params, network_needed
+from .decide import load_decision_params
 from .filters import majority_filter, valid_positions
 from .matching import resolve_bank
 from .predict import _load
@@ -262,8 +265,6 @@ def classify_braggvectors(
         raise ValueError(f"the scan is empty (Rshape {tuple(braggvectors.Rshape)}); there is nothing to classify")
     dev = validation.check_device(device)
     net = _load(model, dev)  # before reading: a bad model name fails fast
-    times = timings if timings is not None else {}
-
     bank = resolve_bank(phases, elements)  # before reading: a bad phase list fails fast
     times = timings if timings is not None else {}
 
@@ -286,11 +287,10 @@ def classify_braggvectors(
         q_cs, q_sg = conformal.quantiles(coverage)
     elif coverage is not None:
         logger.warning("the model's card has no conformal calibration: coverage=%s ignored, sets are -1", coverage)
-    need = np.ones(scan.run.size, bool) if match is None else network_needed(match, params)
-    net_out = network_scan(scan, need, net, dev, batch_size, progress, autocast, q_sg, times)
-
     t0 = time.perf_counter()
-    labels = decide_scan(scan, match, net_out, need, params, bank, conf_cal, q_cs)
+    times["model"] = 0.0  # the network's share of what follows (0 where the match decided everywhere)
+    stage = network_scan(scan, match, bank, params, net, dev, batch_size, progress, autocast, q_sg, times)
+    labels = decide_scan(scan, stage, bank, conf_cal, q_cs)
     if bank is not None:
         threshold = (float(confidence_threshold) if confidence_threshold is not None else
                      params.threshold if params.threshold is not None else _resolve_threshold(None, conf_cal))
@@ -306,7 +306,7 @@ def classify_braggvectors(
     except Exception:  # noqa: BLE001 - an uncalibrated scan: scale bars in pixels
         pass
     maps.metadata = Metadata(name="py4dstem_gnn", data=meta)
-    times["post"] = time.perf_counter() - t0
+    times["post"] = time.perf_counter() - t0 - times["model"]  # decision, filters, RealSlice
     q_med = check_q_scale(labels.get("q_scale"), valid)
     diagnostics.warn_scan_outcome(scan.n_spots, valid, min_spots, q_med)
     logger.info("classified %d/%d valid positions (match %.2f s, model %.2f s, post-processing %.2f s)",

@@ -30,16 +30,15 @@ Decisions documented here (and relied on by :mod:`py4dstem_gnn.classify`):
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from .progress import tqdm
 
-# The batching machinery lives in .batching; these names stay importable from here
-# (py4dstem.py, tests and benchmarks import them from this module).
+# The batching machinery lives in .batching and the network stage (batched forward, labels from
+# probabilities) in .network_stage; these names stay importable from here (tests, benchmarks and
+# matching.cli import them from this module).
 from .batching import (  # noqa: F401 - re-exports
     CPU_TOKEN_BUDGET,
     CUDA_TOKEN_BUDGET,
@@ -51,8 +50,15 @@ from .batching import (  # noqa: F401 - re-exports
     _run_batch,
     _token_budget,
 )
-from .confidence.conformal import sg_set_size
-from .labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS, SG_TO_CS
+from .labels import N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS
+from .network_stage import (  # noqa: F401 - re-exports
+    StageOutput,
+    consistent_labels,
+    crystal_system_confidence,
+    network_and_decide,
+    network_probabilities,
+)
+from .network_stage import network_probabilities as _predict_spot_lists  # the name it had here
 from .validation import resolve_device  # noqa: F401 - re-exported (one implementation)
 
 __all__ = [
@@ -173,57 +179,6 @@ class Prediction:
         )
 
 
-def consistent_labels(
-    crystal_system_probs: np.ndarray, space_group_probs: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Crystal system, space group within it, and margin confidence.
-
-    Parameters
-    ----------
-    crystal_system_probs : numpy.ndarray, shape (n, 7)
-    space_group_probs : numpy.ndarray, shape (n, 230)
-
-    Returns
-    -------
-    crystal_system : numpy.ndarray of int64, shape (n,)
-        Argmax of the crystal-system probabilities.
-    space_group : numpy.ndarray of int64, shape (n,)
-        1-based number of the most probable space group of that crystal system.
-    confidence : numpy.ndarray of float32, shape (n,)
-        Largest minus second-largest crystal-system probability.
-    """
-    cs_p = np.asarray(crystal_system_probs)
-    sg_p = np.asarray(space_group_probs)
-    n = cs_p.shape[0]
-    if n == 0:
-        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
-    cs, conf = crystal_system_confidence(cs_p)
-    allowed = SG_TO_CS[None, :] == cs[:, None]  # (n, 230)
-    sg = np.argmax(np.where(allowed, sg_p, -np.inf), axis=1).astype(np.int64) + 1
-    return cs, sg, conf
-
-
-def crystal_system_confidence(crystal_system_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Crystal system (argmax) and margin confidence from crystal-system probabilities.
-
-    Parameters
-    ----------
-    crystal_system_probs : numpy.ndarray, shape (n, 7)
-
-    Returns
-    -------
-    crystal_system : numpy.ndarray of int64, shape (n,)
-    confidence : numpy.ndarray of float32, shape (n,)
-        Largest minus second-largest probability.
-    """
-    cs_p = np.asarray(crystal_system_probs)
-    if cs_p.shape[0] == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    cs = np.argmax(cs_p, axis=1).astype(np.int64)
-    top2 = np.partition(cs_p, N_CRYSTAL_SYSTEMS - 2, axis=1)[:, -2:]
-    return cs, (top2[:, 1] - top2[:, 0]).astype(np.float32)
-
-
 def _load(model: Any, device: torch.device) -> torch.nn.Module:
     """Load ``model`` (name, path or module) onto ``device`` in eval mode."""
     if isinstance(model, torch.nn.Module):
@@ -235,99 +190,6 @@ def _load(model: Any, device: torch.device) -> torch.nn.Module:
         net = load_model(model, device=str(device))
     net.eval()
     return net
-
-
-def _predict_spot_lists(
-    spot_lists: Sequence[np.ndarray] | RaggedSpots,
-    net: torch.nn.Module,
-    device: torch.device,
-    batch_size: int | None = None,
-    progress: bool = False,
-    autocast: bool = False,
-    timings: dict[str, float] | None = None,
-    space_group_probs: bool = True,
-    sg_set_q: float | None = None,
-    extras: dict[str, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities for lists of DIFFRACTED spots (direct beam already removed).
-
-    Parameters
-    ----------
-    spot_lists : sequence of numpy.ndarray (each (m_i, 3)), or RaggedSpots
-    net : torch.nn.Module
-        A loaded model in eval mode on ``device``.
-    device : torch.device
-    batch_size : int, optional
-        Fixed number of patterns per batch; ``None`` bounds each batch by a token
-        budget for the device.
-    progress : bool
-        Show a tqdm bar over the patterns.
-    autocast : bool
-        Run the forward pass under bf16 autocast.
-    timings : dict, optional
-        If given, ``"model"`` (seconds in padding + forward) is accumulated into it.
-    space_group_probs : bool
-        Return the space-group probabilities; if False, return instead the
-        consistent space-group label (1..230, int64) of every pattern, which keeps
-        the memory of large scans small (no ``(n, 230)`` array).
-    sg_set_q : float, optional
-        With ``space_group_probs=False``: conformal quantile of the space-group head;
-        the size of every pattern's space-group set is stored in
-        ``extras["sg_set_size"]`` (int64, (n,)).
-    extras : dict, optional
-        Receives the extra outputs.
-
-    Returns
-    -------
-    crystal_system_probs : numpy.ndarray, (n, 7) float32
-    space_group_probs : numpy.ndarray, (n, 230) float32, or (n,) int64 labels
-    """
-    t0 = time.perf_counter()
-    ragged = spot_lists if isinstance(spot_lists, RaggedSpots) else RaggedSpots.from_lists(spot_lists)
-    n = len(ragged)
-    cs_out = np.zeros((n, N_CRYSTAL_SYSTEMS), np.float32)
-    sg_out = np.zeros((n, N_SPACE_GROUPS) if space_group_probs else (n,), np.float32 if space_group_probs else np.int64)
-    sg_size = np.zeros(n, np.int64)
-    if extras is not None and sg_set_q is not None:
-        extras["sg_set_size"] = sg_size
-    if n == 0:
-        return cs_out, sg_out
-    max_spots = _max_spots(net)
-    ragged = ragged.cap(max_spots)
-    lengths = ragged.lengths
-    budget = _token_budget(device, net, max_spots)
-    batches = _plan_batches(lengths, batch_size, budget)
-    logger.debug("%d patterns in %d batches (token budget %d)", n, len(batches), budget)
-    queue: list[np.ndarray] = list(reversed(batches))
-    with torch.inference_mode(), tqdm(
-        total=n, disable=not progress, desc="classifying", unit="pattern", leave=False
-    ) as bar:
-        while queue:
-            idx = queue.pop()
-            try:
-                cs_p, sg_p = _run_batch(net, ragged, idx, device, autocast)
-            except Exception as err:  # noqa: BLE001 - re-raised unless a CUDA OOM
-                if device.type != "cuda" or not _is_oom(err) or idx.size <= 1:
-                    raise
-                torch.cuda.empty_cache()
-                half = idx.size // 2
-                logger.warning(
-                    "CUDA out of memory on a batch of %d patterns; retrying as two batches of %d and %d",
-                    idx.size,
-                    half,
-                    idx.size - half,
-                )
-                queue.append(idx[half:])
-                queue.append(idx[:half])
-                continue
-            cs_out[idx] = cs_p
-            sg_out[idx] = sg_p if space_group_probs else consistent_labels(cs_p, sg_p)[1]
-            if sg_set_q is not None:
-                sg_size[idx] = sg_set_size(sg_p, sg_set_q)
-            bar.update(idx.size)
-    if timings is not None:
-        timings["model"] = timings.get("model", 0.0) + time.perf_counter() - t0
-    return cs_out, sg_out
 
 
 def predict_pointlists(
@@ -438,35 +300,28 @@ def predict_pointlists(
     if network not in ("auto", "always", "never"):
         raise ValueError(f"network must be 'auto', 'always' or 'never', got {network!r}")
     bank = resolve_bank(phases, elements)
-    if bank is None:
-        cs_p, sg_p = _predict_spot_lists(spot_lists, net, dev, batch_size, progress, autocast)
-        return apply_model_calibration(Prediction.from_probs(cs_p, sg_p, n_spots), net)
-    return _predict_with_match(spot_lists, n_spots, bank, net, dev, batch_size, progress, autocast, match_config, network)
-
-
-def _predict_with_match(spot_lists, n_spots, bank, net, dev, batch_size, progress, autocast, match_config,
-                        network: str) -> Prediction:
-    """Match -> network where needed -> decide (see :func:`predict_pointlists`)."""
-    from .decide import decide, load_decision_params, network_needed
-    from .matching import match_fields, match_patterns
+    if bank is None:  # the network alone
+        out = network_and_decide(spot_lists, None, None, None, net, dev, batch_size=batch_size, progress=progress,
+                                 autocast=autocast).network
+        return apply_model_calibration(Prediction.from_probs(out.crystal_system_probs, out.space_group_probs, n_spots), net)
+    from .decide import load_decision_params
+    from .matching import match_patterns
 
     params = load_decision_params()
     match = match_patterns(spot_lists, bank, match_config, progress=progress)
-    need = np.ones(len(spot_lists), bool) if network == "always" else (
-        np.zeros(len(spot_lists), bool) if network == "never" else network_needed(match, params))
-    cs_p = np.full((len(spot_lists), N_CRYSTAL_SYSTEMS), 1.0 / N_CRYSTAL_SYSTEMS, np.float32)
-    sg_p = np.full((len(spot_lists), N_SPACE_GROUPS), 1.0 / N_SPACE_GROUPS, np.float32)
-    run = np.flatnonzero(need)
-    if run.size:
-        cs_r, sg_r = _predict_spot_lists([spot_lists[i] for i in run], net, dev, batch_size, progress, autocast)
-        cs_p[run], sg_p[run] = cs_r, sg_r
-    dec = decide(match, cs_p, sg_p, params, bank.crystal_system.astype(np.int64), need, bank.space_group.astype(np.int64))
-    fields = match_fields(match, bank, dec.phase, dec.phase_rank)
-    fields.pop("bank_index")
+    stage = network_and_decide(spot_lists, match, bank, params, net, dev, network=network, batch_size=batch_size,
+                               progress=progress, autocast=autocast)
+    return _prediction(stage, n_spots, bank, params)
+
+
+def _prediction(stage: StageOutput, n_spots: np.ndarray, bank: Any, params: Any) -> Prediction:
+    """The :class:`Prediction` of a match + network decision (:func:`~py4dstem_gnn.network_stage.network_and_decide`)."""
+    dec = stage.decision
+    fields = {k: v for k, v in stage.fields.items() if k != "bank_index"}
     pred = Prediction(crystal_system=dec.crystal_system, space_group=dec.space_group, confidence=dec.confidence,
                       crystal_system_probs=dec.crystal_system_probs, space_group_probs=dec.space_group_probs,
                       n_spots=n_spots, **fields)
-    pred.meta.update({"confidence_calibrated": bool(params.calibration_x), "network_ran": need,
+    pred.meta.update({"confidence_calibrated": bool(params.calibration_x), "network_ran": stage.network_ran,
                       "decision": "match + network", "bank_phases": bank.n_phases})
     return pred
 

@@ -1,9 +1,11 @@
 """The stages of :func:`py4dstem_gnn.classify_braggvectors` over a scan, each a function of its own.
 
-vectors (:func:`read_scan`) -> geometry + match (:func:`match_scan`) -> network (:func:`network_scan`)
--> decide (:func:`decide_scan`) -> filters + maps (:func:`build_maps`), and the calibration check the
-match gives for free (:func:`check_q_scale`). Each works on flat arrays over the classified positions
-(:class:`ScanSpots`), so a stage can be run, timed and tested alone.
+vectors (:func:`read_scan`) -> geometry + match (:func:`match_scan`: one net measurement serves the
+scale estimate and the match) -> network where needed + decide (:func:`network_scan`: the stage
+function :func:`py4dstem_gnn.network_stage.network_and_decide` that :func:`py4dstem_gnn.predict_pointlists`
+runs too) -> labels on the scan grid (:func:`decide_scan`) -> filters + maps (:func:`build_maps`), and
+the calibration check the match gives for free (:func:`check_q_scale`). Each works on flat arrays over
+the classified positions (:class:`ScanSpots`), so a stage can be run, timed and tested alone.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from .batching import RaggedSpots
 from .braggvectors import RaggedVectors, calibrated_vectors, remove_direct_beam
 from .confidence.conformal import cs_set_mask, mask_size
 from .filters import filter_maps
-from .labels import CRYSTAL_SYSTEMS, INVALID, N_CRYSTAL_SYSTEMS, N_SPACE_GROUPS
-from .predict import _predict_spot_lists, consistent_labels, crystal_system_confidence
+from .labels import CRYSTAL_SYSTEMS, INVALID, N_CRYSTAL_SYSTEMS
+from .network_stage import StageOutput, crystal_system_confidence, network_and_decide
 
 __all__ = ["ScanSpots", "read_scan", "match_scan", "network_scan", "decide_scan", "build_maps", "check_q_scale",
            "SLICE_LABELS", "MATCH_SLICE_LABELS"]
@@ -99,82 +101,131 @@ def read_scan(braggvectors: Any, min_spots: int, direct_beam_tolerance: float, r
 
 
 def match_scan(scan: ScanSpots, bank: Any, config: Any = None, progress: bool = False) -> Any:
-    """Stages 2-3, geometry and match: the measured net of every classified position against the bank."""
+    """Stages 2-3, geometry and match: the measured net of every classified position against the bank.
+
+    The nets are measured once (:func:`py4dstem_gnn.geometry.pattern_geometry`) and serve both the
+    scan's scale estimate (:func:`py4dstem_gnn.matching.matcher.estimate_scale`, from 50 positions on)
+    and the match.
+
+    Parameters
+    ----------
+    scan : ScanSpots
+    bank : TemplateBank or None
+        ``None``: no match stage (returns ``None``).
+    config : MatchConfig, optional
+    progress : bool
+
+    Returns
+    -------
+    MatchResult or None
+    """
     if bank is None:
         return None
     from dataclasses import replace
 
+    from .geometry import pattern_geometry
     from .matching import MatchConfig, match_patterns
     from .matching.matcher import estimate_scale
 
     cfg = config or MatchConfig()
     pls = scan.pointlists()
-    centre = estimate_scale(pls, bank, cfg) if len(pls) >= 50 else None
+    geo = pattern_geometry(pls)
+    centre = estimate_scale(pls, bank, cfg, geometry=geo) if len(pls) >= 50 else None
     if centre is not None and abs(centre - 1) > 0.01:
         logger.info("the scan's confident matches need a scale of %.3f (measured / templates): matching around it", centre)
         cfg = replace(cfg, scale_centre=centre)
-    return match_patterns(pls, bank, cfg, progress=progress)
+    return match_patterns(pls, bank, cfg, geometry=geo, progress=progress)
 
 
-def network_scan(scan: ScanSpots, need: np.ndarray, net: Any, dev: Any, batch_size: int | None, progress: bool,
-                 autocast: bool, q_sg: float | None, times: dict) -> dict[str, np.ndarray]:
-    """Stage 4, network: probabilities at the classified positions that need it (``need``)."""
-    m = scan.run.size
-    cs_p = np.full((m, N_CRYSTAL_SYSTEMS), 1.0 / N_CRYSTAL_SYSTEMS, np.float32)
-    sg_lab = np.full(m, INVALID, np.int64)
-    sg_size = np.full(m, INVALID, np.int64)
-    idx = np.flatnonzero(need)
-    if idx.size:
-        sub = scan.spots if idx.size == m else RaggedSpots.from_lists([scan.spots.spots[scan.spots.offsets[i]:scan.spots.offsets[i + 1]] for i in idx])
-        model_times: dict[str, float] = {}
-        extras: dict[str, np.ndarray] = {}
-        cs_r, sg_r = _predict_spot_lists(sub, net, dev, batch_size, progress, autocast, model_times,
-                                         space_group_probs=True, sg_set_q=q_sg, extras=extras)
-        cs_p[idx] = cs_r
-        sg_lab[idx] = consistent_labels(cs_r, sg_r)[1]
-        if "sg_set_size" in extras:
-            sg_size[idx] = extras["sg_set_size"]
-        times["model"] = model_times.get("model", 0.0)
-        sg_probs = np.zeros((m, N_SPACE_GROUPS), np.float32)
-        sg_probs[idx] = sg_r
-    else:
-        sg_probs = np.zeros((m, N_SPACE_GROUPS), np.float32)
-    return {"cs_probs": cs_p, "sg_probs": sg_probs, "sg_label": sg_lab, "sg_set_size": sg_size}
+def network_scan(scan: ScanSpots, match: Any, bank: Any, params: Any, net: Any, dev: Any, batch_size: int | None,
+                 progress: bool, autocast: bool, q_sg: float | None, times: dict) -> StageOutput | None:
+    """Stages 4-5, network where needed and decide, over the classified positions.
+
+    One call of :func:`py4dstem_gnn.network_stage.network_and_decide` (what
+    :func:`py4dstem_gnn.predict_pointlists` runs): the network where the match is not decisive (on
+    every position without a match stage), the decision and the match fields.
+
+    Parameters
+    ----------
+    scan : ScanSpots
+    match : MatchResult or None
+        From :func:`match_scan`.
+    bank : TemplateBank or None
+    params : DecisionParams or None
+    net : torch.nn.Module
+    dev : torch.device
+    batch_size : int or None
+    progress, autocast : bool
+    q_sg : float or None
+        Conformal quantile of the space-group head (set sizes), ``None``: no sets.
+    times : dict
+        Receives ``"model"``: seconds in the network (when it ran).
+
+    Returns
+    -------
+    StageOutput or None
+        ``None`` when no position is classified.
+    """
+    if scan.run.size == 0:
+        return None
+    model_times: dict[str, float] = {}
+    stage = network_and_decide(scan.spots, match, bank, params, net, dev, batch_size=batch_size, progress=progress,
+                               autocast=autocast, sg_set_q=q_sg, timings=model_times)
+    if "model" in model_times:
+        times["model"] = model_times["model"]
+    return stage
 
 
-def decide_scan(scan: ScanSpots, match: Any, net_out: dict, need: np.ndarray, params: Any, bank: Any, conf_cal: Any,
-                q_cs: float | None) -> dict[str, np.ndarray]:
-    """Stage 5, decide: one label per position (the network's alone when there is no match stage)."""
+def decide_scan(scan: ScanSpots, stage: StageOutput | None, bank: Any, conf_cal: Any, q_cs: float | None) -> dict[str, Any]:
+    """Stage 5 on the scan grid: the decided labels of every position (the network's alone without a match).
+
+    Parameters
+    ----------
+    scan : ScanSpots
+    stage : StageOutput or None
+        From :func:`network_scan` (``None``: no position classified).
+    bank : TemplateBank or None
+        The bank matched against (``None``: no match stage).
+    conf_cal : callable or None
+        The model card's confidence calibration (used without a match stage).
+    q_cs : float or None
+        Conformal quantile of the crystal-system head (sets), ``None``: no sets.
+
+    Returns
+    -------
+    dict
+        Per position (``Rx * Ry``): ``ran``, ``cs``, ``sg``, ``confidence``, ``probs`` (n, 7), ``cs_set``,
+        ``sg_set_size``; with a match stage also ``phase``, ``phases``, ``phase_lat_inv``,
+        ``phase_conv_map``, ``match_score``, ``zone_axis``, ``in_plane_angle``, ``q_scale``,
+        ``orientation``, ``network_ran``.
+    """
     n_pos, run = scan.n_spots.size, scan.run
     out = {"ran": np.zeros(n_pos, bool), "cs": np.full(n_pos, INVALID, np.int64), "sg": np.full(n_pos, INVALID, np.int64),
            "confidence": np.zeros(n_pos, np.float32), "probs": np.zeros((n_pos, N_CRYSTAL_SYSTEMS), np.float32),
            "cs_set": np.full(n_pos, INVALID, np.int64), "sg_set_size": np.full(n_pos, INVALID, np.int64)}
     out["ran"][run] = True
-    if run.size == 0:
-        if match is not None:
+    if stage is None or run.size == 0:
+        if bank is not None:
             out.update(_empty_match_fields(n_pos))
         return out
-    cs_p = net_out["cs_probs"]
+    net_out, need = stage.network, stage.network_ran
+    cs_p = net_out.crystal_system_probs
     if q_cs is not None:
         sets = cs_set_mask(cs_p, q_cs)
         out["cs_set"][run] = np.where(need, sets, INVALID)
-        out["sg_set_size"][run] = net_out["sg_set_size"]
-    if match is None:
+        out["sg_set_size"][run] = net_out.sg_set_size
+    dec = stage.decision
+    if dec is None:
         cs_r, conf_r = crystal_system_confidence(cs_p)
         if conf_cal is not None:
             conf_r = conf_cal(cs_p)
-        out["cs"][run], out["sg"][run], out["confidence"][run], out["probs"][run] = cs_r, net_out["sg_label"], conf_r, cs_p
+        out["cs"][run], out["sg"][run], out["confidence"][run], out["probs"][run] = cs_r, net_out.space_group, conf_r, cs_p
         return out
-    from .decide import decide
-    from .matching import match_fields
-
-    dec = decide(match, cs_p, net_out["sg_probs"], params, bank.crystal_system.astype(np.int64), need,
-                 bank.space_group.astype(np.int64))
     out["cs"][run], out["sg"][run], out["confidence"][run] = dec.crystal_system, dec.space_group, dec.confidence
     out["probs"][run] = dec.crystal_system_probs
     # where the match decided alone, its set is the decided system
     out["cs_set"][run] = np.where(need, out["cs_set"][run], 1 << dec.crystal_system)
-    f = match_fields(match, bank, dec.phase, dec.phase_rank)
+    f = stage.fields
     out.update(_empty_match_fields(n_pos))
     out["phase"][run] = f["phase"]
     out["phases"] = f["phases"]

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from py4dstem_gnn import network_stage
 from py4dstem_gnn import predict as predict_mod
 from py4dstem_gnn.predict import (
     CPU_TOKEN_BUDGET,
@@ -448,7 +449,7 @@ def test_cuda_oom_halves_the_batch_and_gives_the_same_result(net, monkeypatch, c
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_run_batch(net_, ragged, idx, torch.device("cpu"), autocast)
 
-    monkeypatch.setattr(predict_mod, "_run_batch", fake_run_batch)
+    monkeypatch.setattr(network_stage, "_run_batch", fake_run_batch)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     spot_lists = [p[1:] for p in pls]  # direct beam removed, as the public path does
     with caplog.at_level(logging.WARNING, logger="py4dstem_gnn.predict"):
@@ -463,7 +464,7 @@ def test_oom_of_a_single_pattern_and_cpu_errors_are_not_swallowed(net, monkeypat
     def always_oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(predict_mod, "_run_batch", always_oom)
+    monkeypatch.setattr(network_stage, "_run_batch", always_oom)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         _predict_spot_lists([_pattern(4)], net, torch.device("cuda"), batch_size=4)

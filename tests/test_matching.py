@@ -109,6 +109,34 @@ def test_scaled_pattern_matches_with_fitted_scale(bank):
     assert 2 not in res.phase[0]
 
 
+def test_scale_estimate_takes_the_nets_measured_for_the_match(bank):
+    """estimate_scale with the scan's geometry (what scan.match_scan passes) = measuring its sample again."""
+    from py4dstem_gnn.matching.matcher import _take_geometry, estimate_scale
+
+    rng = np.random.default_rng(3)
+    pls = []
+    for name, axes in (("Au", ([0, 0, 1], [0, 1, 1])), ("TiO2", ([0, 0, 1], [1, 0, 0])), ("ZnO", ([0, 0, 1], [1, 0, 0]))):
+        entry, conv, pattern = _simulator(_structures()[name])
+        for uvw in axes:
+            for _ in range(3):
+                R = zone_axis_rotation(uvw, entry.lat_inv, conv, in_plane=rng.uniform(0, 2 * np.pi))
+                pls.append(pattern(R, scale=1.03))
+    geo = pattern_geometry(pls)
+    idx = np.sort(rng.choice(len(pls), 11, replace=False))
+    sub, taken = pattern_geometry([pls[i] for i in idx]), _take_geometry(geo, idx)
+    # what the matcher reads is the same (other fields may differ in the last bit: other padding)
+    for name in ("found", "n_indexed", "a", "b", "a_len", "b_len", "gamma_deg", "offsets", "hk", "on_net", "is_beam"):
+        np.testing.assert_array_equal(getattr(taken, name), getattr(sub, name), err_msg=name)
+    assert set(taken.stats) == set(sub.stats) and len(taken) == idx.size
+    for max_patterns in (len(pls), 11):  # all positions, and a sample of them
+        kw = dict(max_patterns=max_patterns, min_count=3)
+        alone = estimate_scale(pls, bank, **kw)
+        assert alone == pytest.approx(1.03, abs=5e-3)
+        assert estimate_scale(pls, bank, geometry=geo, **kw) == alone
+    res = match_patterns(pls, bank, geometry=geo)
+    np.testing.assert_array_equal(res.phase, match_patterns(pls, bank).phase)
+
+
 def test_user_cif_is_found(tmp_path):
     from ase.io import write
 

@@ -205,7 +205,10 @@ def test_consistent_labels_empty():
 
 def test_cuda_oom_halves_the_batch(monkeypatch):
     """A CUDA out-of-memory error splits the batch and retries (simulated on the CPU)."""
+    from py4dstem_gnn import network_stage
     from py4dstem_gnn import predict as predict_mod
+
+    assert predict_mod._predict_spot_lists is network_stage.network_probabilities  # the old name stays importable
 
     calls: list[int] = []
 
@@ -218,7 +221,7 @@ def test_cuda_oom_halves_the_batch(monkeypatch):
         cs[np.arange(n), ragged.lengths[idx] % 7] = 1.0
         return cs, np.full((n, 230), 1 / 230, np.float32)
 
-    monkeypatch.setattr(predict_mod, "_run_batch", fake_run_batch)
+    monkeypatch.setattr(network_stage, "_run_batch", fake_run_batch)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     lists = [np.zeros((k, 3), np.float32) for k in range(19)]
     cs_p, sg_p = predict_mod._predict_spot_lists(lists, SpotCountModel(), torch.device("cuda"), batch_size=16)

@@ -325,6 +325,37 @@ def match_patterns(
     return res
 
 
+#: Per-spot arrays of a :class:`PatternGeometry` (rows of the concatenated input pointlists).
+_PER_SPOT = ("hk", "on_net", "is_beam", "residual")
+
+
+def _take_geometry(geo: PatternGeometry, idx: np.ndarray) -> PatternGeometry:
+    """The geometry of patterns ``idx`` of ``geo``, as :func:`pattern_geometry` of those patterns lays it out.
+
+    Per-pattern arrays (and the ``stats`` / ``off_net`` dicts) are indexed by ``idx``; per-spot arrays
+    keep the rows of the chosen patterns, with new ``offsets``.
+    """
+    from dataclasses import fields
+
+    idx = np.asarray(idx, np.int64)
+    counts = np.diff(geo.offsets)[idx]
+    offsets = np.zeros(idx.size + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    rows = np.repeat(geo.offsets[idx] - offsets[:-1], counts) + np.arange(offsets[-1])
+    out = {}
+    for f in fields(geo):
+        v = getattr(geo, f.name)
+        if f.name == "offsets":
+            out[f.name] = offsets
+        elif f.name in _PER_SPOT:
+            out[f.name] = v[rows]
+        elif isinstance(v, dict):
+            out[f.name] = {k: x[idx] for k, x in v.items()}
+        else:
+            out[f.name] = v[idx]
+    return PatternGeometry(**out)
+
+
 #: Twice-finer nets: new basis rows in units of the measured (a*, b*).
 _REFINEMENTS = (np.array([[0.5, 0.0], [0.0, 1.0]]), np.array([[1.0, 0.0], [0.0, 0.5]]), np.array([[0.5, 0.5], [0.0, 1.0]]))
 
@@ -501,6 +532,25 @@ def estimate_scale(pointlists: Sequence[np.ndarray], bank: TemplateBank, config:
     fitted ``q_scale``. A second pass centred there (:attr:`MatchConfig.scale_centre`) then keeps the
     strong prior that separates phases whose cells differ by a few %.
 
+    Parameters
+    ----------
+    pointlists : sequence of numpy.ndarray
+        ``(n_i, 3)`` spot lists of the scan's positions (as for :func:`match_patterns`).
+    bank : TemplateBank
+    config : MatchConfig, optional
+        The tolerances of the match that follows (its scale prior is weakened here).
+    geometry : PatternGeometry, optional
+        The measured geometry of all of ``pointlists`` (:func:`py4dstem_gnn.geometry.pattern_geometry`),
+        when the caller measures it anyway for the match that follows: the sampled positions' nets
+        are taken from it instead of being measured a second time.
+    max_patterns : int
+        Positions sampled (at random, ``seed``) from larger scans.
+    min_score : float
+        Best-match score from which a match counts as confident.
+    min_count : int
+        Fewest confident matches for an estimate.
+    seed : int
+
     Returns
     -------
     float or None
@@ -515,8 +565,9 @@ def estimate_scale(pointlists: Sequence[np.ndarray], bank: TemplateBank, config:
     if n > max_patterns:
         idx = np.sort(np.random.default_rng(seed).choice(n, max_patterns, replace=False))
     sub = [pointlists[i] for i in idx]
+    sub_geo = None if geometry is None else (geometry if idx.size == n else _take_geometry(geometry, idx))
     weak = replace(cfg, scale_weight=min(cfg.scale_weight, 0.05), scale_centre=1.0, refine_below=0.0)
-    res = match_patterns(sub, bank, weak)
+    res = match_patterns(sub, bank, weak, sub_geo)
     ok = np.isfinite(res.score[:, 0]) & (res.score[:, 0] >= min_score)
     if ok.sum() < min_count:
         return None
