@@ -223,7 +223,8 @@ def targets(verdict: dict) -> list[str]:
                    f"({'met' if c1 - d1 <= 0.03 else 'missed'}), multi-view {100 * (cm - dm):+.1f} "
                    f"({'met' if cm - dm <= 0.03 else 'missed'}); multi-view never below single: "
                    f"{'met' if not below else 'missed in ' + ', '.join(below)}; most over-predicted system at most 1.5x "
-                   f"its true share: zone axes {za_share:.2f}, all cells {share:.2f} ({'met' if share <= 1.5 else 'missed'}).")
+                   f"its true share: zone axes {za_share:.2f} ({'met' if za_share <= 1.5 else 'missed'}), all cells "
+                   f"{share:.2f} ({'met' if share <= 1.5 else 'missed'}).")
     return out + [""]
 
 
