@@ -13,16 +13,42 @@ alone). ``--pause-pid`` stops background jobs (SIGSTOP) while timing and resumes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def paused(pids: Sequence[int]) -> Iterator[None]:
+    """Stop the processes ``pids`` (SIGSTOP) for the block and always resume them (SIGCONT).
+
+    A process that has already ended is skipped (with a message), not an error.
+    """
+    stopped = []
+    try:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                print(f"pause: process {pid} has ended; not paused", file=sys.stderr, flush=True)
+                continue
+            stopped.append(pid)
+        yield
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
 
 def main(argv=None) -> int:
@@ -59,17 +85,12 @@ def main(argv=None) -> int:
         rows.append((name, t, args.n / t))
         print(f"{name}: {args.n / t:.0f} patterns/s ({t:.1f} s)", flush=True)
 
-    for pid in args.pause_pid:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with paused(args.pause_pid):
         load = os.getloadavg()[0]
         timed("geometry (net measurement)", lambda: pattern_geometry(pls))
         timed("match stage (geometry + match, whole pool)", lambda: match_patterns(pls, bank))
         timed("predict_pointlists, phases='pool' (match + network + decision)", lambda: pg.predict_pointlists(pls))
         timed("predict_pointlists, phases=None (network alone)", lambda: pg.predict_pointlists(pls, phases=None))
-    finally:
-        for pid in args.pause_pid:
-            os.kill(pid, signal.SIGCONT)
     lines = ["# Match-stage speed (zone-axis patterns)\n", f"Command: `python {' '.join(sys.argv)}`  ",
              f"{args.n} patterns of `data/bloch_test_za.h5` (median {int(np.median([len(p) for p in pls]))} spots incl. the "
              f"direct beam), {args.threads} torch threads, {os.cpu_count()} CPUs, load average before timing {load:.2f}, "

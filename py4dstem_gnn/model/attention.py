@@ -41,6 +41,9 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
+        #: Use ``F.scaled_dot_product_attention`` where the weights are not asked for (an inference
+        #: choice, :func:`py4dstem_gnn.model.inference.prepare_for_inference`); same result.
+        self.sdpa = False
 
     def forward(
         self,
@@ -80,6 +83,9 @@ class MultiHeadAttention(nn.Module):
             mask_bias = key_padding_bias(key_mask, q.dtype)
             full_bias = mask_bias if bias is None else bias.to(q.dtype) + mask_bias
         p_drop = self.dropout if self.training else 0.0
+        if self.sdpa and not need_weights:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=full_bias.expand(b, self.n_heads, n, n), dropout_p=p_drop)
+            return self.proj(out.transpose(1, 2).reshape(b, n, d)), None
         # Explicit softmax attention: with head_dim 8 and ~50 tokens it ran faster on a CPU than
         # scaled_dot_product_attention with a float mask, and it yields the weights when asked.
         scores = torch.baddbmm(

@@ -2,7 +2,9 @@
 
 A zone-axis pattern is a 2D reciprocal net with intensities on it. Its reduced cell, net type,
 intensity symmetry, centring and higher-Laue-zone spacing are measured per pattern by
-:mod:`py4dstem_gnn.geometry` (vectorised numpy, no gradient needed: they are inputs). This module
+:mod:`py4dstem_gnn.geometry` (vectorised numpy, no gradient needed: they are inputs); inside the
+network the torch port :mod:`~py4dstem_gnn.model.lattice_torch` measures the same numbers on the
+batch's device (:func:`pattern_descriptors`; the numpy code stays the reference). This module
 turns those descriptors into a global embedding that joins the virtual graph token at the input of
 the Graphormer and the pooled representation before the heads.
 
@@ -21,7 +23,9 @@ from torch import nn
 
 from ..geometry.descriptors import descriptor_names, lattice_descriptors
 
-__all__ = ["LatticeEmbedding", "n_lattice_descriptors", "pattern_descriptors"]
+from .lattice_torch import lattice_descriptors_torch
+
+__all__ = ["LatticeEmbedding", "n_lattice_descriptors", "pattern_descriptors", "pattern_descriptors_numpy"]
 
 #: Standardised descriptors are clipped to this many standard deviations (heavy-tailed columns
 #: such as the projected real-space cell area would otherwise dominate a batch).
@@ -46,7 +50,26 @@ def pattern_descriptors(spots: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     Returns
     -------
     torch.Tensor
-        ``(B, n_lattice_descriptors())`` float32.
+        ``(B, n_lattice_descriptors())`` float32, computed on ``spots.device`` by the torch port
+        (:func:`~py4dstem_gnn.model.lattice_torch.lattice_descriptors_torch`).
+    """
+    return lattice_descriptors_torch(spots, mask)
+
+
+def pattern_descriptors_numpy(spots: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`pattern_descriptors` by the numpy reference (a round trip through the CPU).
+
+    Parameters
+    ----------
+    spots : torch.Tensor
+        ``(B, N, 3)`` as :func:`pattern_descriptors`.
+    mask : torch.Tensor
+        ``(B, N)`` bool.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, n_lattice_descriptors())`` float32 on ``spots.device``.
     """
     s = spots.detach().float().cpu().numpy()
     m = mask.detach().cpu().numpy().astype(bool)

@@ -84,6 +84,42 @@ class MixtureOfExperts(nn.Module):
         self.gate = nn.Linear(dim, n_experts, bias=False)
         self.experts = nn.ModuleList(SwiGLU(dim, hidden) for _ in range(n_experts))
         self.shared = SwiGLU(dim, hidden) if shared_expert else None
+        self.fused: nn.ModuleDict | None = None
+
+    def fuse_experts(self) -> None:
+        """Evaluation only: compute every expert on every token with two matrix products.
+
+        The routed experts (and the shared one, with weight 1) are stacked into one input and one
+        output :class:`~torch.nn.Linear`; each token's unchosen experts get weight 0, so the result
+        equals the sparse routing up to floating-point rounding, for ``(E + 1) / (k + 1)`` times the
+        expert FLOPs but no gather/scatter per expert (faster on a CPU at this width). Training mode
+        always takes the sparse path; the copies do not follow later changes of the experts' weights
+        (call again after loading new weights).
+        """
+        experts = list(self.experts) + ([self.shared] if self.shared is not None else [])
+        dim, hidden = experts[0].w2.weight.shape
+        w_in = nn.Linear(dim, 2 * hidden * len(experts), bias=False)
+        w_out = nn.Linear(hidden * len(experts), dim, bias=False)
+        with torch.no_grad():
+            w_in.weight.copy_(torch.cat([e.w13.weight for e in experts], 0))
+            w_out.weight.copy_(torch.cat([e.w2.weight for e in experts], 1))
+        for w in (w_in.weight, w_out.weight):  # evaluation-only copies, not parameters to train
+            w.requires_grad_(False)
+        self.fused = nn.ModuleDict({"w_in": w_in, "w_out": w_out}).to(experts[0].w2.weight.device)
+
+    def _forward_fused(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        _, top_i, top_w = self.route(flat)
+        gate = torch.zeros(flat.shape[0], self.n_experts, device=flat.device, dtype=top_w.dtype).scatter(1, top_i, top_w)
+        if self.shared is not None:
+            gate = torch.cat([gate, gate.new_ones(gate.shape[0], 1)], 1)
+        h = self.fused["w_in"](flat).unflatten(-1, (gate.shape[1], 2, -1))
+        h = F.silu(h[:, :, 0]) * h[:, :, 1] * gate.unsqueeze(-1).to(h.dtype)
+        out = self.fused["w_out"](h.flatten(1))
+        if mask is not None:
+            out = out * mask.reshape(-1, 1).to(out.dtype)
+        return out.reshape(shape), flat.new_zeros((), dtype=torch.float32)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Gate probabilities ``(T, E)``, chosen experts ``(T, k)`` and their weights ``(T, k)``."""
@@ -107,8 +143,11 @@ class MixtureOfExperts(nn.Module):
         out : torch.Tensor
             Same shape as ``x``; zero at padded tokens.
         aux : torch.Tensor
-            Scalar load-balancing loss over the real tokens.
+            Scalar load-balancing loss over the real tokens (0 on the fused evaluation path,
+            :meth:`fuse_experts`).
         """
+        if self.fused is not None and not self.training:
+            return self._forward_fused(x, mask)
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         if mask is None:
