@@ -269,7 +269,7 @@ def kept_sections(path: Path, command: str) -> list[str]:
     text = path.read_text()
     old = next((ln.split("`")[1] for ln in text.splitlines() if ln.startswith("Command:")), "unknown")
     parts = ["## " + p for p in text.split("\n## ")[1:]]
-    kept = [p.rstrip() for p in parts if p.startswith(KEPT_SECTIONS)]
+    kept = [p.split("\nThe protocol report per input")[0].rstrip() for p in parts if p.startswith(KEPT_SECTIONS)]
     if not kept:
         return []
     return [f"The next sections are kept from the previous run (`{old}`); `{command}` did not recompute them.\n",
