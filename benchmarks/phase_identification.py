@@ -43,12 +43,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from py4dstem_gnn.data.dataset import PatternSet  # noqa: E402
 from py4dstem_gnn.data.structures import load_manifest  # noqa: E402
-from py4dstem_gnn.decide import DecisionParams, decide, load_decision_params  # noqa: E402
+from py4dstem_gnn.decide import DecisionParams, load_decision_params  # noqa: E402
 from py4dstem_gnn.evaluation.bootstrap import group_bootstrap  # noqa: E402
 from py4dstem_gnn.features import split_direct_beam  # noqa: E402
 from py4dstem_gnn.labels import CRYSTAL_SYSTEMS  # noqa: E402
 from py4dstem_gnn.matching import load_bank, match_patterns, resolve_bank  # noqa: E402
-from py4dstem_gnn.predict import Prediction, _predict_spot_lists, aggregate_views, resolve_device  # noqa: E402
+from py4dstem_gnn.network_stage import network_and_decide, network_probabilities  # noqa: E402
+from py4dstem_gnn.predict import Prediction, aggregate_views, resolve_device  # noqa: E402
 from py4dstem_gnn.weights import load_model  # noqa: E402
 
 logger = logging.getLogger("phase_identification")
@@ -79,29 +80,27 @@ def bank_for(protocol: str, bank, manifest):
 
 def predictions(spots, bank, net, params: DecisionParams):
     """network, match and hybrid predictions (network run on every pattern, for the comparison)."""
+    from py4dstem_gnn.confidence.calibration import apply_model_calibration
+
     dev = resolve_device("cpu")
     t0 = time.perf_counter()
-    cs_p, sg_p = _predict_spot_lists(spots, net, dev)
+    probs = network_probabilities(spots, net, dev)
     t_net = time.perf_counter() - t0
     t0 = time.perf_counter()
     m = match_patterns(spots, bank)
     t_match = time.perf_counter() - t0
     n = len(spots)
-    pcs, psg = bank.crystal_system.astype(np.int64), bank.space_group.astype(np.int64)
-    need = ~(np.nan_to_num(m.score[:, 0], neginf=-1.0) >= params.skip_network_score)
-    hyb = decide(m, cs_p, sg_p, params, pcs, need, psg)
-    alone = decide(m, cs_p, sg_p, params, pcs, np.zeros(n, bool), psg)
     n_spots = np.fromiter((len(s) for s in spots), np.int64, n)
-    out = {}
-    net_pred = Prediction.from_probs(cs_p, sg_p, n_spots)
-    from py4dstem_gnn.confidence.calibration import apply_model_calibration
-
-    out["network"] = apply_model_calibration(net_pred, net)
-    for name, d in (("match", alone), ("hybrid", hyb)):
+    out = {"network": apply_model_calibration(Prediction.from_probs(*probs, n_spots), net)}
+    stages = {"match": network_and_decide(spots, m, bank, params, None, None, network="never"),
+              "hybrid": network_and_decide(spots, m, bank, params, net, dev, probabilities=probs)}
+    for name, stage in stages.items():
+        d = stage.decision
         p = Prediction(d.crystal_system, d.space_group, d.confidence, d.crystal_system_probs, d.space_group_probs, n_spots)
-        p.phase = d.phase
-        p.meta["network_ran"] = need if name == "hybrid" else np.zeros(n, bool)
+        p.phase = d.phase  # the bank's phase index (right_material reads the bank's tables with it)
+        p.meta["network_ran"] = stage.network_ran
         out[name] = p
+    need = stages["hybrid"].network_ran
     return out, m, {"network_s": t_net, "match_s": t_match, "n": n, "network_share": float(need.mean())}
 
 
