@@ -240,8 +240,10 @@ def predict_pointlists(
         Largest distance (1/A) from ``q = 0`` at which a spot counts as the
         direct beam.
     autocast : bool
-        Run the model under bfloat16 autocast (off by default: it was not faster
-        on the CPU, see ``benchmarks/results/inference.md``).
+        Run the model under bfloat16 autocast. Off by default: on a CPU with native
+        bfloat16 it ran 1.35x the fp32 rate for -0.05 points of crystal-system accuracy
+        (``benchmarks/results/speed_choices.md``), but oneDNN's per-shape caches raised the
+        peak memory of a 100,000-pattern call by ~0.9 GB (27 MB in fp32).
     match_config : MatchConfig, optional
         Tolerances of the matcher (:class:`py4dstem_gnn.matching.MatchConfig`).
     network : {"auto", "always", "never"}
