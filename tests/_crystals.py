@@ -29,3 +29,27 @@ def mg() -> StructureCell:
 
 #: material id -> (cell, space group)
 CELLS = {0: (au(), 225), 1: (nacl(), 225), 2: (mg(), 194)}
+
+
+def kinematic_simulator(atoms):
+    """Kinematic zone-axis patterns of an ASE ``Atoms`` (spglib primitive cell, k_max 1.6 1/Å,
+    Bloch-matched spot selection): ``(entry, conv, pattern)`` with ``pattern(R, scale=1.0)`` the spot
+    list ``qx, qy, I`` at rotation ``R``, its positions times ``scale``. Needs spglib and py4DSTEM."""
+    import spglib
+    from py4DSTEM.process.diffraction import Crystal
+
+    from py4dstem_gnn.data.conventional import conventional_to_primitive
+    from py4dstem_gnn.data.kinematic import KinematicLibrary, SpotSelection, kinematic_entry, sample_kinematic
+
+    cell = (np.asarray(atoms.cell[:]), atoms.get_scaled_positions(), atoms.numbers)
+    plat, ppos, pnum = spglib.standardize_cell(cell, to_primitive=True, symprec=1e-3)
+    entry = kinematic_entry(Crystal(positions=ppos, numbers=pnum, cell=plat), 2.0)
+    lib = KinematicLibrary.from_entries([0], [entry])
+    conv = conventional_to_primitive(plat, ppos, pnum)
+
+    def pattern(R, scale=1.0):
+        pl = sample_kinematic(lib, [0], np.asarray(R)[None], k_max=1.6, **SpotSelection().kwargs())[0]
+        pl[:, :2] *= scale
+        return pl
+
+    return entry, conv, pattern

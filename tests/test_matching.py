@@ -11,8 +11,7 @@ ase = pytest.importorskip("ase")
 from ase.build import bulk  # noqa: E402
 from ase.spacegroup import crystal  # noqa: E402
 
-from py4dstem_gnn.data.conventional import conventional_to_primitive  # noqa: E402
-from py4dstem_gnn.data.kinematic import KinematicLibrary, SpotSelection, kinematic_entry, sample_kinematic  # noqa: E402
+from _crystals import kinematic_simulator  # noqa: E402
 from py4dstem_gnn.data.orientations import zone_axis_rotation  # noqa: E402
 from py4dstem_gnn.matching import (  # noqa: E402
     MatchConfig, TemplateBank, match_orientations, match_patterns, resolve_bank, structure_bank,
@@ -37,21 +36,7 @@ def bank() -> TemplateBank:
     return structure_bank(list(_structures().values()), names=list(_structures()))
 
 
-def _simulator(atoms):
-    from py4DSTEM.process.diffraction import Crystal
-
-    cell = (np.asarray(atoms.cell[:]), atoms.get_scaled_positions(), atoms.numbers)
-    plat, ppos, pnum = spglib.standardize_cell(cell, to_primitive=True, symprec=1e-3)
-    entry = kinematic_entry(Crystal(positions=ppos, numbers=pnum, cell=plat), 2.0)
-    lib = KinematicLibrary.from_entries([0], [entry])
-    conv = conventional_to_primitive(plat, ppos, pnum)
-
-    def pattern(R, scale=1.0):
-        pl = sample_kinematic(lib, [0], np.asarray(R)[None], k_max=1.6, **SpotSelection().kwargs())[0]
-        pl[:, :2] *= scale
-        return pl
-
-    return entry, conv, pattern
+_simulator = kinematic_simulator
 
 
 def test_hnf_basis_2d():

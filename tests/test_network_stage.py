@@ -21,8 +21,7 @@ from ase.spacegroup import crystal  # noqa: E402
 
 import py4dstem_gnn as pg  # noqa: E402
 from py4dstem_gnn.braggvectors import calibrated_vectors  # noqa: E402
-from py4dstem_gnn.data.conventional import conventional_to_primitive  # noqa: E402
-from py4dstem_gnn.data.kinematic import KinematicLibrary, SpotSelection, kinematic_entry, sample_kinematic  # noqa: E402
+from _crystals import kinematic_simulator  # noqa: E402
 from py4dstem_gnn.data.orientations import zone_axis_rotation  # noqa: E402
 from py4dstem_gnn.data.synthetic import braggvectors_from_pointlists  # noqa: E402
 from py4dstem_gnn.decide import load_decision_params  # noqa: E402
@@ -38,19 +37,11 @@ SHAPE = (2, 4)
 
 
 def _simulator(atoms):
-    from py4DSTEM.process.diffraction import Crystal
-
-    cell = (np.asarray(atoms.cell[:]), atoms.get_scaled_positions(), atoms.numbers)
-    plat, ppos, pnum = spglib.standardize_cell(cell, to_primitive=True, symprec=1e-3)
-    entry = kinematic_entry(Crystal(positions=ppos, numbers=pnum, cell=plat), 2.0)
-    lib = KinematicLibrary.from_entries([0], [entry])
-    conv = conventional_to_primitive(plat, ppos, pnum)
+    """``pattern(uvw, in_plane, scale=1.0)``: the kinematic pattern of ``atoms`` along a conventional zone axis."""
+    entry, conv, at_rotation = kinematic_simulator(atoms)
 
     def pattern(uvw, in_plane, scale=1.0):
-        R = zone_axis_rotation(uvw, entry.lat_inv, conv, in_plane=in_plane)
-        pl = sample_kinematic(lib, [0], np.asarray(R)[None], k_max=1.6, **SpotSelection().kwargs())[0]
-        pl[:, :2] *= scale
-        return pl
+        return at_rotation(zone_axis_rotation(uvw, entry.lat_inv, conv, in_plane=in_plane), scale)
 
     return pattern
 
