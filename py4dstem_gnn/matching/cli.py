@@ -39,7 +39,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def decision_conditions(patterns: Any, bank: Any, net: Any, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Match + network outputs of validation patterns under the known / unseen / perturbed conditions."""
     from ..data.structures import load_manifest
-    from ..predict import _predict_spot_lists, resolve_device
+    from ..network_stage import network_probabilities
+    from ..predict import resolve_device
     from ..features import split_direct_beam
     from .matcher import match_patterns
     from ..confidence.decision_fit import perturb_patterns
@@ -56,8 +57,8 @@ def decision_conditions(patterns: Any, bank: Any, net: Any, seed: int = 0) -> di
     unseen_bank = bank.subset(np.flatnonzero(~held))
     perturbed = perturb_patterns(spots, seed=seed)
     out = {}
-    cs_p, sg_p = _predict_spot_lists(spots, net, dev)
-    cs_q, sg_q = _predict_spot_lists(perturbed, net, dev)
+    cs_p, sg_p = network_probabilities(spots, net, dev)
+    cs_q, sg_q = network_probabilities(perturbed, net, dev)
     for name, b, pls, cp, sp in (("known", bank, spots, cs_p, sg_p), ("unseen", unseen_bank, spots, cs_p, sg_p),
                                  ("perturbed", bank, perturbed, cs_q, sg_q)):
         m = match_patterns(pls, b)
