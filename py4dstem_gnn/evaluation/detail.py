@@ -153,10 +153,17 @@ def _figure(*args, **kw):
     return fig, fig.subplots(*args, squeeze=False)
 
 
+def _denominator(res: Mapping[str, Any]) -> str:
+    """What every detail figure counts: the protocol's clean patterns, both regimes pooled."""
+    return (f"{res['protocol']}: clean patterns, zone axes and random orientations pooled\n"
+            f"(n = {res['n_patterns']:,} patterns of {res['n_materials']:,} materials)")
+
+
 def _figures(res: Mapping[str, Any], arrays: Mapping[str, tuple], out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     names, k = list(res["classifiers"]), res["k_views"]
     cls = res["classifiers"]
+    denominator = _denominator(res)
     fig, axes = _figure(len(names), 2, figsize=(10, 4.6 * len(names)))
     for row, name in enumerate(names):
         for col, (key, title) in enumerate((("cs_confusion", "single pattern"), ("cs_confusion_k", f"{k} views (draw 1)"))):
@@ -174,6 +181,7 @@ def _figures(res: Mapping[str, Any], arrays: Mapping[str, tuple], out: Path) -> 
             ax.set_yticks(range(7), _SHORT, fontsize=8)
             ax.set(xlabel="predicted", ylabel="true")
             ax.set_title(f"{name}: {title} (% of true class)", fontsize=9)
+    fig.suptitle(denominator, fontsize=9)
     files = [_save(fig, out, "confusion_crystal_system.png")]
     scored = [n for n in names if arrays[n][1] is not None]
     if scored:
@@ -194,6 +202,8 @@ def _figures(res: Mapping[str, Any], arrays: Mapping[str, tuple], out: Path) -> 
             for a in (ax, ax2):
                 a.set_title(name, fontsize=9)
                 a.legend(fontsize=8)
+        fig.suptitle(denominator, fontsize=9)
+        fig2.suptitle(denominator, fontsize=9)
         files += [_save(fig, out, "confidence_histogram.png"), _save(fig2, out, "reliability_crystal_system.png")]
     fig, axes = _figure(1, 1, figsize=(6, 4))
     ax = axes[0, 0]
@@ -206,6 +216,7 @@ def _figures(res: Mapping[str, Any], arrays: Mapping[str, tuple], out: Path) -> 
             ax.scatter([1, PAPER_VIEWS] * 2, [p["single"][0], p["multi"][0], p["single"][1], p["multi"][1]],
                        marker="*", s=80, zorder=5, label=f"{name}: paper (CS, SG)")
     ax.set(xlabel="views combined per material", ylabel="accuracy (%)", ylim=(0, 100))
+    ax.set_title(denominator, fontsize=8)
     ax.legend(fontsize=7)
     files.append(_save(fig, out, "accuracy_vs_views.png"))
     fig, axes = _figure(1, 2, figsize=(12, 4))
@@ -220,11 +231,14 @@ def _figures(res: Mapping[str, Any], arrays: Mapping[str, tuple], out: Path) -> 
         for ax, vals in ((axes[0, 0], cs_acc), (axes[0, 1], sg_acc)):
             v = np.asarray([np.nan if a is None else a for a in vals], dtype=float)
             ax.bar(x + (i - (len(series) - 1) / 2) * w, 100 * np.nan_to_num(v), w, label=lab)
+    n_by = cls[names[0]]["n_by_system"] if names else [0] * 7
     for ax, t in ((axes[0, 0], "crystal-system accuracy (recall) by true system"),
                   (axes[0, 1], "space-group accuracy by true crystal system")):
-        ax.set_xticks(x, _SHORT, rotation=30)
+        ax.set_xticks(x, [f"{s}\nn = {n:,}" for s, n in zip(_SHORT, n_by)], rotation=0, fontsize=8)
         ax.set(ylim=(0, 100), ylabel="%")
         ax.set_title(t, fontsize=10)
         ax.legend(fontsize=7)
+    fig.suptitle(denominator + f"; bars: single patterns (n per class below) and {k} views per material",
+                 fontsize=9)
     files.append(_save(fig, out, "accuracy_by_crystal_system.png"))
     return files
