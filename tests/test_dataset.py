@@ -110,3 +110,23 @@ def test_validation_sets_keep_only_the_held_out_materials():
     assert len(full[0]) == len(ps) and len(part[0]) == int(mask.sum()) > 0
     np.testing.assert_array_equal(part[2], ps.space_group[mask])
     np.testing.assert_array_equal(part[0][0], ps.pointlists[int(np.flatnonzero(mask)[0])])
+
+
+def test_stored_source_joins_sets_and_keeps_only_allowed_materials(tmp_path):
+    from py4dstem_gnn.data.sources import StoredSource
+
+    a, _ = _set(n=6, seed=1)  # materials 0, 10, ..., 50
+    b, _ = _set(n=4, seed=2)  # materials 0, 10, 20, 30
+    a.to_hdf5(tmp_path / "a.h5")
+    b.to_hdf5(tmp_path / "b.h5")
+    both = StoredSource([tmp_path / "a.h5", tmp_path / "b.h5"], augment=False)
+    assert len(both) == 10 and both.n_excluded == 0
+    assert [p["n_patterns"] for p in both.describe()["parts"]] == [6, 4]
+    kept = StoredSource([tmp_path / "a.h5", tmp_path / "b.h5"], augment=False, materials=[10, 50])
+    assert len(kept) == 3 and kept.n_excluded == 7
+    assert kept.describe()["n_excluded_patterns"] == 7
+    _, _, sg = kept.sample(np.random.default_rng(0), 200)
+    allowed_sg = set(a.space_group[[1, 5]].tolist()) | {int(b.space_group[1])}
+    assert set(sg.tolist()) <= allowed_sg
+    with pytest.raises(ValueError, match="training"):
+        StoredSource(tmp_path / "b.h5", augment=False, materials=[50])

@@ -446,21 +446,53 @@ def load_pattern_set(path: str | os.PathLike):
 
 
 class StoredSource:
-    """Patterns drawn at random from a stored set (e.g. Bloch-wave patterns of training materials).
+    """Patterns drawn at random from stored sets (e.g. Bloch-wave patterns of training materials).
 
     Parameters
     ----------
-    path : path-like
-        HDF5 pattern set or shard folder.
+    path : path-like or sequence of path-like
+        HDF5 pattern set(s) or shard folder(s); several are joined into one pool of patterns.
     augment : bool or AugmentConfig
         Realism augmentations applied to every draw.
     balance_power : float
         Class-balancing exponent (see :func:`balanced_weights`), applied per pattern.
+    materials : array of int, optional
+        Manifest indices of the materials a draw may come from (the training split of the protocol
+        being trained). Patterns of other materials are dropped, so that a set drawn from another
+        split cannot leak held-out materials into training.
+
+    Raises
+    ------
+    ValueError
+        If ``materials`` leaves no pattern.
     """
 
-    def __init__(self, path: str | os.PathLike, augment: bool | AugmentConfig = True, balance_power: float = 0.5) -> None:
-        self.path = str(path)
-        self.patterns = load_pattern_set(path)
+    def __init__(self, path: str | os.PathLike | Sequence[str | os.PathLike], augment: bool | AugmentConfig = True,
+                 balance_power: float = 0.5, materials: np.ndarray | Sequence[int] | None = None) -> None:
+        from .dataset import PatternSet
+
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        if not paths:
+            raise ValueError("StoredSource needs at least one pattern set")
+        self.paths = [str(p) for p in paths]
+        self.path = self.paths[0] if len(self.paths) == 1 else ", ".join(self.paths)
+        sets = [load_pattern_set(p) for p in paths]
+        self.parts = [{"path": p, "n_patterns": len(s), "n_materials": int(len(np.unique(s.material))),
+                       "attrs": {k: _plain(v) for k, v in s.attrs.items()}} for p, s in zip(self.paths, sets)]
+        patterns = sets[0] if len(sets) == 1 else PatternSet.concatenate(sets)
+        self.n_excluded = 0
+        if materials is not None:
+            keep = np.isin(patterns.material, np.asarray(materials, dtype=np.int64))
+            self.n_excluded = int(len(keep) - keep.sum())
+            if not keep.any():
+                raise ValueError(f"none of the {len(keep)} stored patterns in {self.path} belongs to the training "
+                                 "materials of this protocol; the set was drawn from other splits. Simulate one "
+                                 "from the protocol's training split (py4dstem-gnn simulate bloch --split train).")
+            if self.n_excluded:
+                logger.info("stored patterns: %d of %d dropped (materials outside the training split)",
+                            self.n_excluded, len(keep))
+                patterns = patterns.subset(keep)
+        self.patterns = patterns
         self.pointlists = self.patterns.pointlists
         self.crystal_system = self.patterns.crystal_system.astype(np.int64)
         self.space_group = self.patterns.space_group.astype(np.int64)
@@ -495,6 +527,8 @@ class StoredSource:
             "n_patterns": len(self),
             "n_materials": int(len(np.unique(self.patterns.material))),
             "attrs": {k: _plain(v) for k, v in self.patterns.attrs.items()},
+            **({"parts": self.parts} if len(self.parts) > 1 else {}),
+            "n_excluded_patterns": self.n_excluded,
             "augmentation": self.augment.to_dict() if self.augment is not None else None,
         }
 

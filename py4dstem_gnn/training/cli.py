@@ -80,7 +80,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (did not pay on a CPU; try on a GPU)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this many minutes")
     parser.add_argument("--checkpoint-minutes", type=float, default=None, help="also checkpoint every this many minutes")
-    parser.add_argument("--stored-train", default=None, metavar="PATH", help="stored patterns of training materials (e.g. Bloch-wave; file or shard folder) mixed into every batch")
+    parser.add_argument("--stored-train", nargs="+", default=None, metavar="PATH",
+                        help="stored patterns of training materials (e.g. Bloch-wave; files or shard folders, "
+                             "joined) mixed into every batch; patterns of materials outside the protocol's "
+                             "training split are dropped")
     parser.add_argument("--stored-fraction", type=float, default=0.5, help="share of --stored-train patterns in a batch")
     parser.add_argument("--follow-library", action="store_true", help="pick up library shards written while training runs")
     parser.add_argument("--no-augment", action="store_true", help="switch the realism augmentations off")
@@ -154,6 +157,7 @@ def run_cli(args: argparse.Namespace) -> int:
     )
     from ..data.augment import AugmentConfig
     from ..data.kinematic import LEGACY_SELECTION, SpotSelection
+    from ..data.structures import load_manifest
 
     column, train_split, val_split = PROTOCOL_SPLITS[args.protocol]
     augment = False if args.no_augment else AugmentConfig.preset(args.augment)
@@ -168,12 +172,12 @@ def run_cli(args: argparse.Namespace) -> int:
     source = kinematic(args.library, args.manifest, split=train_split, split_column=column, augment=augment,
                        balance_power=cfg.balance_power, **recipe)
     if args.stored_train:
-        stored = StoredSource(args.stored_train, augment=not args.no_augment, balance_power=cfg.balance_power)
+        allowed = load_manifest(args.manifest).indices(train_split, column)
+        stored = StoredSource(args.stored_train, augment=not args.no_augment, balance_power=cfg.balance_power,
+                              materials=allowed)
         source = MixedSource(source, stored, args.stored_fraction)
     held_out = None
     if args.protocol in ("unseen-material", "unseen-type"):
-        from ..data.structures import load_manifest
-
         held_out = load_manifest(args.manifest).indices(val_split, column)
     validation = load_validation_sets([] if args.export_now else args.val_set, materials=held_out)
     if args.val_kinematic and not args.export_now:
