@@ -242,8 +242,11 @@ def predict_pointlists(
     autocast : bool
         Run the model under bfloat16 autocast. Off by default: on a CPU with native
         bfloat16 it ran 1.35x the fp32 rate for -0.05 points of crystal-system accuracy
-        (``benchmarks/results/speed_choices.md``), but oneDNN's per-shape caches raised the
-        peak memory of a 100,000-pattern call by ~0.9 GB (27 MB in fp32).
+        (``benchmarks/results/speed_choices.md``), but oneDNN's per-shape caches raise the
+        peak memory of a call by up to ~1 GB (tiny model, 1 thread: +0.73 GB at 10,000 patterns,
+        +0.92 GB at 50,000, +1.0 GB at 150,000 against +0.06 GB in fp32; it saturates, it does not
+        grow with the scan). The shapes come from the batches and from the sparse experts' token
+        counts; fixing the batch shapes alone did not bound it.
     match_config : MatchConfig, optional
         Tolerances of the matcher (:class:`py4dstem_gnn.matching.MatchConfig`).
     network : {"auto", "always", "never"}
