@@ -15,8 +15,10 @@ Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -34,6 +36,49 @@ def run_config(run_dir: Path) -> tuple[ModelConfig, dict]:
     return ModelConfig.from_dict(state["model_config"]), state["train_config"]
 
 
+def interpolate_log(points: list[tuple[float, float]], x: float) -> float | None:
+    """Loss at compute ``x``, linear in log compute between the two evaluations around it (no extrapolation)."""
+    pts = sorted(points)
+    if not pts or x < pts[0][0] * (1 - 1e-9) or x > pts[-1][0] * (1 + 1e-9):
+        return None
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+        if x0 <= x <= x1:
+            t = 0.0 if x1 == x0 else (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + t * (y1 - y0)
+    return pts[-1][1] if abs(x - pts[-1][0]) <= 1e-9 * x else pts[0][1]
+
+
+def equal_compute_table(curves: dict, lrs: dict, sets: list[str]) -> list[str]:
+    """Markdown rows: every run's loss at every evaluation's compute (interpolated in log compute)."""
+    if len(curves) < 2:
+        return []
+    labels = list(curves)
+    lines = ["", "## At equal compute", "",
+             ("Each evaluation of each run, with the other runs' losses at the same compute interpolated linearly in "
+             "log compute between their two nearest evaluations (*italics*; – outside a run's range). "
+             "`lr` is the learning rate at that evaluation as a share of the peak (1.00 = stable phase of WSD; "
+             "below 1 = in the cool-down), so compare stable-phase rows with each other."), ""]
+    for s in sets:
+        points = sorted({(x, lab) for lab in labels for x, _ in curves[lab].get(s, [])})
+        if not points:
+            continue
+        lines += [f"### {s}", "", "| compute (FLOP) | evaluated run | lr / peak | " + " | ".join(f"{lab} loss" for lab in labels) + " |",
+                  "|---:|---|---:|" + "---:|" * len(labels)]
+        for x, lab in points:
+            lr = dict(lrs.get(lab, [])).get(x, float("nan"))
+            cells = []
+            for other in labels:
+                own = dict(curves[other].get(s, [])).get(x) if other == lab else None
+                if own is not None:
+                    cells.append(f"**{own:.3f}**")
+                else:
+                    v = interpolate_log(curves[other].get(s, []), x)
+                    cells.append("–" if v is None else f"*{v:.3f}*")
+            lines.append(f"| {x:.2e} | {lab} | {lr:.2f} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", action="append", required=True, metavar="LABEL=DIR")
@@ -48,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     out = Path(args.out)
-    rows, curves = [], {}
+    rows, curves, lrs = [], {}, {}
     for spec in args.run:
         label, _, d = spec.partition("=")
         cfg, tcfg = run_config(Path(d))
@@ -59,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         batch = tcfg["batch_size"] * tcfg.get("accumulate", 1)
         sets = sorted({k.rsplit("/", 1)[0] for r in val for k in r if k.endswith("/loss")})
         curves[label] = {s: [(r["step"] * batch * 3 * flops, r[f"{s}/loss"]) for r in val if f"{s}/loss" in r] for s in sets}
+        lr_at = {r["step"]: r["lr"] for r in metrics if r.get("kind") == "train" and "lr" in r}
+        lrs[label] = [(r["step"] * batch * 3 * flops, lr_at.get(r["step"], float("nan")) / tcfg["lr"]) for r in val]
         last = val[-1] if val else {}
         rows.append({
             "label": label, "dir": d, "model": {k: getattr(cfg, k) for k in ("n_layers", "feature_dim", "hidden_dim", "n_heads", "lattice_token")},
@@ -86,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     fig.savefig(png, dpi=110)
     lines = ["# Scaling study: validation loss against compute", "",
              f"Command: `python benchmarks/scaling_study.py {' '.join(argv if argv is not None else __import__('sys').argv[1:])}`", "",
-             f"Compute = patterns seen × 3 × forward FLOPs per pattern ({args.n_spots} spots). Loss: mean cross-entropy, "
+             (f"Compute = patterns seen × 3 × forward FLOPs per pattern ({args.n_spots} spots). Loss: mean cross-entropy, "
              "crystal system + space group, on the run's fixed validation sets (last evaluation). Figure: "
-             f"[{png.name}]({png.name}).", "",
+             f"[{png.name}]({png.name})."), "",
              "| size | model | parameters | MFLOP / pattern | steps | patterns | train seconds | compute (FLOP) | " + " | ".join(f"{s} loss | {s} CS %" for s in sets) + " |",
              "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * len(sets)]
     for r in rows:
@@ -97,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         for s in sets:
             cells += [f"{r.get(f'{s}/loss', float('nan')):.3f}", f"{100 * r.get(f'{s}/cs_acc', float('nan')):.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Per run, the validation curve (step, loss per set):", ""]
+    lines += ["", "Per run, the validation curve (compute → loss, per set):", ""]
     for label, c in curves.items():
         lines.append(f"- {label}: " + "; ".join(f"{s}: " + ", ".join(f"{x:.1e}→{y:.3f}" for x, y in pts) for s, pts in c.items()))
+    lines += equal_compute_table(curves, lrs, sets)
     out.write_text("\n".join(lines) + "\n")
     logger.info("wrote %s and %s", out, png)
     return 0
