@@ -47,6 +47,13 @@ def forward_mflop(net, n_spots: int = 64) -> float:
     return fc.get_total_flops() / 8 / 1e6
 
 
+def _trained_on(data: dict) -> str:
+    """``column = splits`` of the manifest a card's training data came from."""
+    d = data.get("main", data)
+    split = d.get("split", "?")
+    return f"{d.get('split_column', '?')} = {'+'.join(split) if isinstance(split, list) else split}"
+
+
 def rate(fwd, data, repeats: int) -> float:
     """Best patterns/s over ``repeats`` passes (each after a warm-up batch)."""
     n = sum(len(idx) for idx, _, _ in data)
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             fp32 = rate(build(net, dict(BASE)), data, args.repeats)
             bf16 = rate(build(net, dict(BASE, precision="bf16")), data, args.repeats)
         val = card.get("validation") or {}
-        rows.append({"label": label, "weights": w, "protocol": tr.get("data", {}).get("split_column", tr.get("data", {}).get("main", {}).get("split_column", "?")),
+        rows.append({"label": label, "weights": w, "protocol": _trained_on(tr.get("data", {})),
                      "layers": net.config.n_layers, "width": net.config.feature_dim,
                      "parameters": sum(p.numel() for p in net.parameters()), "mflop": forward_mflop(net),
                      "fp32": fp32, "bf16": bf16,
@@ -108,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
              f"background jobs paused while timing: {pids or 'none'}."), "",
              ("Validation: the card's losses at the end of each model's own training (held-out materials of its "
              "protocol; CS % in brackets); at equal compute see `scaling_study_extended.md`."), "",
-             "| model | layers × width | manifest column of its split | parameters | MFLOP / pattern | patterns/s fp32 | patterns/s bf16 | "
+             "| model | layers × width | trained on (manifest column = splits) | parameters | MFLOP / pattern | patterns/s fp32 | patterns/s bf16 | "
              "training patterns | " + " | ".join(f"{s} loss" for s in sets) + " |",
              "|---|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(sets)]
     for r in rows:

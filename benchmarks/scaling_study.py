@@ -55,26 +55,32 @@ def equal_compute_table(curves: dict, lrs: dict, sets: list[str]) -> list[str]:
     labels = list(curves)
     lines = ["", "## At equal compute", "",
              ("Each evaluation of each run, with the other runs' losses at the same compute interpolated linearly in "
-             "log compute between their two nearest evaluations (*italics*; – outside a run's range). "
-             "`lr` is the learning rate at that evaluation as a share of the peak (1.00 = stable phase of WSD; "
+             "log compute between their two nearest evaluations (*italics*; – outside a run's range; evaluations in "
+             "**bold**, with the learning rate there as a share of the peak: 1.00 = stable phase of WSD; "
              "below 1 = in the cool-down), so compare stable-phase rows with each other."), ""]
     for s in sets:
-        points = sorted({(x, lab) for lab in labels for x, _ in curves[lab].get(s, [])})
+        # evaluations within 1 % of compute share a row
+        points: list[tuple[float, dict[str, float]]] = []
+        for x, lab in sorted((x_, run) for run in labels for x_, _ in curves[run].get(s, [])):
+            if points and abs(x - points[-1][0]) <= 0.01 * x:
+                points[-1][1][lab] = x
+            else:
+                points.append((x, {lab: x}))
         if not points:
             continue
-        lines += [f"### {s}", "", "| compute (FLOP) | evaluated run | lr / peak | " + " | ".join(f"{lab} loss" for lab in labels) + " |",
-                  "|---:|---|---:|" + "---:|" * len(labels)]
-        for x, lab in points:
-            lr = dict(lrs.get(lab, [])).get(x, float("nan"))
+        lines += [f"### {s}", "", "| compute (FLOP) | " + " | ".join(f"{lab} loss (lr / peak)" for lab in labels) + " |",
+                  "|---:|" + "---:|" * len(labels)]
+        for x, evaluated in points:
             cells = []
-            for other in labels:
-                own = dict(curves[other].get(s, [])).get(x) if other == lab else None
-                if own is not None:
-                    cells.append(f"**{own:.3f}**")
+            for lab in labels:
+                if lab in evaluated:
+                    own = dict(curves[lab][s])[evaluated[lab]]
+                    lr = dict(lrs.get(lab, [])).get(evaluated[lab], float("nan"))
+                    cells.append(f"**{own:.3f}** ({lr:.2f})")
                 else:
-                    v = interpolate_log(curves[other].get(s, []), x)
+                    v = interpolate_log(curves[lab].get(s, []), x)
                     cells.append("–" if v is None else f"*{v:.3f}*")
-            lines.append(f"| {x:.2e} | {lab} | {lr:.2f} | " + " | ".join(cells) + " |")
+            lines.append(f"| {x:.2e} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 
@@ -104,8 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         batch = tcfg["batch_size"] * tcfg.get("accumulate", 1)
         sets = sorted({k.rsplit("/", 1)[0] for r in val for k in r if k.endswith("/loss")})
         curves[label] = {s: [(r["step"] * batch * 3 * flops, r[f"{s}/loss"]) for r in val if f"{s}/loss" in r] for s in sets}
-        lr_at = {r["step"]: r["lr"] for r in metrics if r.get("kind") == "train" and "lr" in r}
-        lrs[label] = [(r["step"] * batch * 3 * flops, lr_at.get(r["step"], float("nan")) / tcfg["lr"]) for r in val]
+        logged = sorted((r["step"], r["lr"]) for r in metrics if r.get("kind") == "train" and "lr" in r)
+
+        def lr_at(step: int, logged=logged) -> float:
+            """Learning rate of the last logged training step at or before ``step``."""
+            before = [lr for s_, lr in logged if s_ <= step]
+            return before[-1] if before else float("nan")
+
+        lrs[label] = [(r["step"] * batch * 3 * flops, lr_at(r["step"]) / tcfg["lr"]) for r in val]
         last = val[-1] if val else {}
         rows.append({
             "label": label, "dir": d, "model": {k: getattr(cfg, k) for k in ("n_layers", "feature_dim", "hidden_dim", "n_heads", "lattice_token")},
